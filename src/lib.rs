@@ -1,9 +1,13 @@
 //! wick: a local-model LLM inference server. Llama-family models on candle, behind an
 //! OpenAI-compatible API. The library holds everything; `src/main.rs` is a thin CLI over it.
 
+/// The command line: `wick run`, `wick perplexity`.
+pub mod cli;
 /// Sampling and, later, the continuous-batching engine.
 pub mod engine;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).
 pub mod model;
+/// Logging set-up.
+pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.
 pub mod tokenizer;

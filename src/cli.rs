@@ -1,0 +1,262 @@
+//! The command line: `wick run` (one prompt, streamed to the terminal) and `wick perplexity`.
+//! Runs on the main thread; the model runs inline (the server's engine is not involved).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::sampling::{SamplingError, SamplingParams};
+use crate::model::generate::{generate, Finish, GenerateError, GenerateOptions};
+use crate::model::perplexity::{perplexity, PerplexityError};
+use crate::model::{device, CausalLm, LoadError};
+use crate::telemetry::LogFormat;
+use crate::tokenizer::IncrementalDecoder;
+
+/// The embedded default model: the small test model `scripts/fetch-test-model.sh` fetches.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wick",
+    version,
+    about = "Llama-family models behind an OpenAI-compatible API"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "WICK_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a reply to one prompt, streamed to the terminal.
+    Run(RunArgs),
+    /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
+    Perplexity(PerplexityArgs),
+}
+
+/// Which model, on which device.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A .gguf file, a Hugging Face model directory, or a hub id `org/name[:file]`.
+    #[arg(long, short, env = "WICK_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, env = "WICK_DEVICE", default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt (a user message, unless --raw).
+    pub prompt: String,
+    /// Feed the prompt as raw text: no chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// A system message for the chat template.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// 0 is off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Prompt tokens per forward call.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_chunk: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The text file to score (one trailing newline is dropped, as llama.cpp's -f does).
+    #[arg(long, short)]
+    pub file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    pub ctx: usize,
+    /// Chunks per forward call.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Perplexity(#[from] PerplexityError),
+    #[error("invalid sampling parameters: {0}")]
+    Sampling(#[from] SamplingError),
+    #[error("{0}")]
+    Prompt(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Run(args) => run_prompt(&args),
+        Command::Perplexity(args) => run_perplexity(&args),
+    }
+}
+
+fn load(args: &ModelArgs) -> Result<crate::model::LoadedModel, CliError> {
+    let dev = device::parse(&args.device)?;
+    let t = std::time::Instant::now();
+    let loaded = crate::model::load(&args.model, &dev)?;
+    tracing::info!(
+        model = %loaded.name,
+        device = %args.device,
+        secs = format!("{:.2}", t.elapsed().as_secs_f64()),
+        "model loaded"
+    );
+    Ok(loaded)
+}
+
+fn run_prompt(args: &RunArgs) -> Result<(), CliError> {
+    let loaded = load(&args.model)?;
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let text = if args.raw {
+        args.prompt.clone()
+    } else {
+        let template = loaded.chat_template.as_ref().ok_or_else(|| {
+            CliError::Prompt(
+                "the model has no chat template; use --raw to send the prompt as plain text".into(),
+            )
+        })?;
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(serde_json::json!({"role": "system", "content": s}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": args.prompt}));
+        template
+            .render(&messages, None, true)
+            .map_err(|e| CliError::Prompt(format!("chat template: {e}")))?
+    };
+    // Templated prompts carry special-token text on purpose; raw prompts are plain text.
+    let prompt = tokenizer
+        .encode_prompt(&text, !args.raw)
+        .map_err(|e| CliError::Prompt(format!("tokenizer: {e}")))?;
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repetition_penalty: args.repetition_penalty,
+        presence_penalty: args.presence_penalty,
+        frequency_penalty: args.frequency_penalty,
+        logit_bias: Vec::new(),
+        seed: args.seed,
+        logprobs: None,
+    };
+    sampling.validate(loaded.model.vocab_size())?;
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop_ids: tokenizer.stop_token_ids().to_vec(),
+        prefill_chunk: args.prefill_chunk,
+        kv_dtype: candle_core::DType::F16,
+    };
+    let mut detok = IncrementalDecoder::new(tokenizer.clone(), true);
+    let mut out = std::io::stdout().lock();
+    let gen = generate(&loaded.model, &prompt, &opts, |tok| {
+        let piece = detok.push(tok.id);
+        // A closed stdout (a pipe into `head`) ends generation quietly.
+        out.write_all(piece.as_bytes())
+            .and_then(|_| out.flush())
+            .is_ok()
+    })?;
+    let rest = detok.flush();
+    let _ = writeln!(out, "{rest}");
+    let n = gen.tokens.len();
+    let rate = |count: usize, d: std::time::Duration| count as f64 / d.as_secs_f64().max(1e-9);
+    eprintln!(
+        "\n[prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | finish: {}]",
+        prompt.len(),
+        rate(prompt.len(), gen.prompt_time),
+        n,
+        rate(n.saturating_sub(1), gen.gen_time),
+        match gen.finish {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Cancelled => "cancelled",
+        }
+    );
+    Ok(())
+}
+
+fn run_perplexity(args: &PerplexityArgs) -> Result<(), CliError> {
+    let loaded = load(&args.model)?;
+    let mut text = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
+        path: args.file.clone(),
+        source,
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    let tokens = loaded
+        .tokenizer
+        .encode(&text, false)
+        .map_err(|e| CliError::Prompt(format!("tokenizer: {e}")))?;
+    eprintln!(
+        "perplexity: {} tokens, {} chunks of {}",
+        tokens.len(),
+        tokens.len() / args.ctx.max(1),
+        args.ctx
+    );
+    let t = std::time::Instant::now();
+    let report = perplexity(&loaded.model, &tokens, args.ctx, args.batch, |i, ppl| {
+        print!("[{}]{:.4},", i + 1, ppl);
+        let _ = std::io::stdout().flush();
+    })?;
+    println!();
+    eprintln!(
+        "{} tokens scored in {:.1} s",
+        report.scored_tokens,
+        t.elapsed().as_secs_f64()
+    );
+    println!(
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        report.ppl, report.ppl_stderr
+    );
+    Ok(())
+}

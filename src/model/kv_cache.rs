@@ -1,0 +1,174 @@
+//! The paged KV cache: per layer, one K and one V pool of fixed-size blocks.
+//!
+//! It owns tensors only. Which sequence holds which blocks is the caller's bookkeeping (the
+//! engine's block allocator; a plain range for the CLI): a forward step names the blocks of each
+//! sequence in its `SeqChunk::blocks`. Owned by the thread that runs the model.
+//!
+//! Layout: each pool is `[num_blocks * block_size, kv_heads, head_dim]`, token-major, so a slot
+//! (`block * block_size + offset`) is one contiguous row and a run of positions inside one block
+//! is one contiguous write.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::ModelError;
+
+/// What the model needs of a KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvShape {
+    pub num_layers: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl KvShape {
+    /// Bytes one token takes across all layers, K and V, at `dtype`.
+    pub fn bytes_per_token(&self, dtype: DType) -> usize {
+        2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.size_in_bytes()
+    }
+}
+
+/// How big a cache to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheConfig {
+    pub num_blocks: usize,
+    /// Tokens per block.
+    pub block_size: usize,
+    pub dtype: DType,
+}
+
+impl KvCacheConfig {
+    /// A cache with room for `tokens` positions (rounded up to whole blocks).
+    pub fn for_tokens(tokens: usize, block_size: usize, dtype: DType) -> Self {
+        Self {
+            num_blocks: tokens.div_ceil(block_size).max(1),
+            block_size,
+            dtype,
+        }
+    }
+}
+
+/// The K and V block pools of every layer.
+pub struct KvCache {
+    shape: KvShape,
+    config: KvCacheConfig,
+    /// Per layer: (K, V), each `[num_blocks * block_size, kv_heads, head_dim]`.
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn new(shape: KvShape, config: KvCacheConfig, device: &Device) -> Result<Self, ModelError> {
+        if config.block_size == 0 || config.num_blocks == 0 {
+            return Err(ModelError::InvalidBatch(format!(
+                "KV cache needs at least one block of at least one token, got {} blocks of {}",
+                config.num_blocks, config.block_size
+            )));
+        }
+        let slots = config.num_blocks * config.block_size;
+        let dims = (slots, shape.num_kv_heads, shape.head_dim);
+        let layers = (0..shape.num_layers)
+            .map(|_| {
+                Ok((
+                    Tensor::zeros(dims, config.dtype, device)?,
+                    Tensor::zeros(dims, config.dtype, device)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, candle_core::Error>>()?;
+        Ok(Self {
+            shape,
+            config,
+            layers,
+        })
+    }
+
+    pub fn shape(&self) -> KvShape {
+        self.shape
+    }
+
+    pub fn config(&self) -> KvCacheConfig {
+        self.config
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.config.block_size
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.config.num_blocks
+    }
+
+    /// Bytes held by the pools.
+    pub fn bytes(&self) -> usize {
+        self.config.num_blocks
+            * self.config.block_size
+            * self.shape.bytes_per_token(self.config.dtype)
+    }
+
+    /// Slot index of position `pos` for a sequence with block table `blocks`.
+    pub(crate) fn slot(&self, blocks: &[u32], pos: usize) -> usize {
+        let bs = self.config.block_size;
+        blocks[pos / bs] as usize * bs + pos % bs
+    }
+
+    /// Checks that `blocks` covers positions `0..len` with valid block ids.
+    pub(crate) fn check_blocks(&self, blocks: &[u32], len: usize) -> Result<(), ModelError> {
+        let needed = len.div_ceil(self.config.block_size);
+        if blocks.len() < needed {
+            return Err(ModelError::InvalidBatch(format!(
+                "block table has {} blocks, {len} positions need {needed}",
+                blocks.len()
+            )));
+        }
+        if let Some(&bad) = blocks[..needed]
+            .iter()
+            .find(|&&b| b as usize >= self.config.num_blocks)
+        {
+            return Err(ModelError::InvalidBatch(format!(
+                "block id {bad} out of range: the cache has {} blocks",
+                self.config.num_blocks
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes `k` and `v` (`[n, kv_heads, head_dim]`) of `layer` at positions
+    /// `start_pos..start_pos + n` of a sequence with block table `blocks`.
+    pub(crate) fn write(
+        &self,
+        layer: usize,
+        blocks: &[u32],
+        start_pos: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(), ModelError> {
+        let (k_pool, v_pool) = &self.layers[layer];
+        let n = k.dim(0)?;
+        let k = k.to_dtype(self.config.dtype)?;
+        let v = v.to_dtype(self.config.dtype)?;
+        let bs = self.config.block_size;
+        let mut done = 0;
+        // One contiguous write per block the chunk touches.
+        while done < n {
+            let pos = start_pos + done;
+            let run = (bs - pos % bs).min(n - done);
+            let slot = self.slot(blocks, pos);
+            k_pool.slice_set(&k.narrow(0, done, run)?.contiguous()?, 0, slot)?;
+            v_pool.slice_set(&v.narrow(0, done, run)?.contiguous()?, 0, slot)?;
+            done += run;
+        }
+        Ok(())
+    }
+
+    /// Gathers K and V of `layer` at `slots` (one slot per position, sequences back to back):
+    /// `[slots.len(), kv_heads, head_dim]` each, in the cache dtype.
+    pub(crate) fn gather(
+        &self,
+        layer: usize,
+        slots: &Tensor,
+    ) -> Result<(Tensor, Tensor), ModelError> {
+        let (k_pool, v_pool) = &self.layers[layer];
+        Ok((
+            k_pool.index_select(slots, 0)?,
+            v_pool.index_select(slots, 0)?,
+        ))
+    }
+}

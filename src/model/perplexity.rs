@@ -1,0 +1,132 @@
+//! Perplexity over a token stream, computed the way llama.cpp's `llama-perplexity` does:
+//! non-overlapping chunks of `ctx` tokens, each from an empty cache at positions `0..ctx`, each
+//! scored on its second half (the logits at `ctx/2 .. ctx-2` predict tokens `ctx/2+1 .. ctx-1`),
+//! NLL under a log-softmax over the full vocabulary.
+
+use candle_core::DType;
+
+use super::{Batch, CausalLm, KvCache, KvCacheConfig, LogitsWanted, ModelError, SeqChunk};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PerplexityError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("need at least 2 * ctx = {need} tokens, the text has {have}")]
+    TooShort { need: usize, have: usize },
+    #[error("ctx must be even and at least 8, got {0}")]
+    BadContext(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct PerplexityReport {
+    /// Mean NLL of each chunk.
+    pub chunk_nll: Vec<f64>,
+    pub mean_nll: f64,
+    pub ppl: f64,
+    /// Standard error of `ppl` (llama.cpp's estimate: ppl * sqrt(var(nll) / (n - 1))).
+    pub ppl_stderr: f64,
+    pub scored_tokens: usize,
+}
+
+const BLOCK_SIZE: usize = 16;
+
+/// Scores `tokens` in chunks of `ctx`, `batch` chunks per forward call. `on_chunk(i, running
+/// ppl)` is called after each chunk.
+pub fn perplexity(
+    model: &dyn CausalLm,
+    tokens: &[u32],
+    ctx: usize,
+    batch: usize,
+    mut on_chunk: impl FnMut(usize, f64),
+) -> Result<PerplexityReport, PerplexityError> {
+    if ctx < 8 || ctx % 2 != 0 {
+        return Err(PerplexityError::BadContext(ctx));
+    }
+    let n_chunks = tokens.len() / ctx;
+    if n_chunks == 0 {
+        return Err(PerplexityError::TooShort {
+            need: ctx,
+            have: tokens.len(),
+        });
+    }
+    let batch = batch.clamp(1, n_chunks);
+    let half = ctx / 2;
+    let blocks_per_seq = ctx.div_ceil(BLOCK_SIZE);
+    let mut cache = KvCache::new(
+        model.kv_shape(),
+        KvCacheConfig {
+            num_blocks: blocks_per_seq * batch,
+            block_size: BLOCK_SIZE,
+            dtype: DType::F32,
+        },
+        model.device(),
+    )?;
+    let tables: Vec<Vec<u32>> = (0..batch)
+        .map(|s| ((s * blocks_per_seq) as u32..((s + 1) * blocks_per_seq) as u32).collect())
+        .collect();
+
+    let (mut sum, mut sum2, mut count) = (0f64, 0f64, 0usize);
+    let mut chunk_nll = Vec::with_capacity(n_chunks);
+    let mut first = 0;
+    while first < n_chunks {
+        let group: Vec<&[u32]> = (first..(first + batch).min(n_chunks))
+            .map(|c| &tokens[c * ctx..(c + 1) * ctx])
+            .collect();
+        // First half: fill the cache only. Second half: every row's logits.
+        let prefill = group
+            .iter()
+            .zip(&tables)
+            .map(|(t, b)| SeqChunk {
+                tokens: &t[..half],
+                start_pos: 0,
+                blocks: b,
+                logits: LogitsWanted::None,
+            })
+            .collect();
+        model.forward(&Batch::new(prefill), &mut cache)?;
+        let scored = group
+            .iter()
+            .zip(&tables)
+            .map(|(t, b)| SeqChunk {
+                tokens: &t[half..],
+                start_pos: half,
+                blocks: b,
+                logits: LogitsWanted::All,
+            })
+            .collect();
+        let logits = model.forward(&Batch::new(scored), &mut cache)?;
+        let logp =
+            candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32).map_err(ModelError::from)?, 1)
+                .and_then(|t| t.to_vec2::<f32>())
+                .map_err(ModelError::from)?;
+        for (g, t) in group.iter().enumerate() {
+            let mut nll_chunk = 0f64;
+            // Row i of this chunk sits at position half + i and predicts token half + i + 1.
+            for i in 0..half - 1 {
+                let nll = -(logp[g * half + i][t[half + i + 1] as usize] as f64);
+                nll_chunk += nll;
+                sum += nll;
+                sum2 += nll * nll;
+                count += 1;
+            }
+            chunk_nll.push(nll_chunk / (half - 1) as f64);
+            on_chunk(chunk_nll.len() - 1, (sum / count as f64).exp());
+        }
+        first += group.len();
+    }
+    let mean = sum / count as f64;
+    let var = sum2 / count as f64 - mean * mean;
+    let ppl = mean.exp();
+    let ppl_stderr = if var > 0.0 && count > 1 {
+        ppl * (var / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    Ok(PerplexityReport {
+        chunk_nll,
+        mean_nll: mean,
+        ppl,
+        ppl_stderr,
+        scored_tokens: count,
+    })
+}

@@ -1,0 +1,92 @@
+//! `wick run` on broken inputs: a clear message and a non-zero exit, never a panic.
+
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+fn wick_run(model: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(["run", "--model"])
+        .arg(model)
+        .args(["--max-tokens", "4", "Hello"])
+        .output()
+        .expect("wick runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "wick panicked:\n{stderr}");
+    (out.status.success(), stderr)
+}
+
+#[test]
+fn truncated_gguf_is_a_clear_error() {
+    let Some(real) = crate::common::model_path() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("truncated.gguf");
+    let bytes = std::fs::read(&real).expect("read model");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
+    let (ok, stderr) = wick_run(&path);
+    assert!(!ok);
+    assert!(
+        stderr.contains("truncated") && stderr.contains("truncated.gguf"),
+        "{stderr}"
+    );
+
+    // Cut inside the header too: still an error, not a panic.
+    std::fs::write(&path, &bytes[..1000]).expect("write");
+    let (ok, stderr) = wick_run(&path);
+    assert!(!ok);
+    assert!(stderr.contains("invalid or corrupt GGUF"), "{stderr}");
+}
+
+#[test]
+fn gguf_of_an_unsupported_architecture_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mamba.gguf");
+    let arch = Value::String("mamba".into());
+    let t = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).expect("tensor");
+    let q = QTensor::quantize(&t, GgmlDType::F32).expect("qtensor");
+    let mut f = std::fs::File::create(&path).expect("create");
+    gguf_file::write(
+        &mut f,
+        &[("general.architecture", &arch)],
+        &[("token_embd.weight", &q)],
+    )
+    .expect("write gguf");
+    drop(f);
+    let (ok, stderr) = wick_run(&path);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unsupported architecture `mamba`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn directory_without_config_json_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tokenizer.json"), "{}").expect("write");
+    let (ok, stderr) = wick_run(dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("no config.json"), "{stderr}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let (ok, stderr) = wick_run(Path::new("./no/such/model.gguf"));
+    assert!(!ok);
+    assert!(stderr.contains("no such file"), "{stderr}");
+}
+
+#[test]
+fn not_a_gguf_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, b"this is not a gguf file at all").expect("write");
+    let (ok, stderr) = wick_run(&path);
+    assert!(!ok);
+    assert!(stderr.contains("invalid or corrupt GGUF"), "{stderr}");
+}
