@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 use wick::engine::sampling::SamplingParams;
 use wick::model::generate::{generate, GenerateOptions};
+use wick::model::llama::{LayerWeights, LlamaWeights};
 use wick::model::perplexity::perplexity;
 use wick::model::testing::{logits_alone, logits_interleaved, max_abs_diff};
-use wick::model::CausalLm;
+use wick::model::{CausalLm, Llama, LlamaConfig};
 
 use crate::common::{ids, model, reference};
 
@@ -222,6 +224,35 @@ fn unpermute(w: &Tensor, heads: usize) -> Tensor {
         .expect("reshape")
 }
 
+/// A dense f32 Llama from GGUF-named, dequantized tensors.
+fn dense_gguf_llama(t: &HashMap<String, Tensor>, cfg: &LlamaConfig) -> Llama {
+    let get = |n: &str| t.get(n).unwrap_or_else(|| panic!("tensor {n}")).clone();
+    let mm = |n: &str| QMatMul::Tensor(get(n));
+    let layers = (0..cfg.num_layers)
+        .map(|i| {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            LayerWeights {
+                attn_norm: get(&n("attn_norm")),
+                wq: mm(&n("attn_q")),
+                wk: mm(&n("attn_k")),
+                wv: mm(&n("attn_v")),
+                wo: mm(&n("attn_output")),
+                ffn_norm: get(&n("ffn_norm")),
+                w_gate: mm(&n("ffn_gate")),
+                w_up: mm(&n("ffn_up")),
+                w_down: mm(&n("ffn_down")),
+            }
+        })
+        .collect();
+    let weights = LlamaWeights {
+        embed: get("token_embd.weight"),
+        layers,
+        norm: get("output_norm.weight"),
+        lm_head: None,
+    };
+    Llama::new(cfg.clone(), weights, &Device::Cpu).expect("dense model builds")
+}
+
 #[test]
 fn hf_directory_written_from_the_gguf_gives_the_same_logits() {
     let Some(path) = crate::common::model_path() else {
@@ -233,6 +264,7 @@ fn hf_directory_written_from_the_gguf_gives_the_same_logits() {
     let mut file = std::fs::File::open(&path).expect("open");
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).expect("gguf reads");
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut gguf_dense: HashMap<String, Tensor> = HashMap::new();
     for name in content.tensor_infos.keys() {
         let t = content
             .tensor(&mut file, name, &Device::Cpu)
@@ -259,6 +291,7 @@ fn hf_directory_written_from_the_gguf_gives_the_same_logits() {
             };
             format!("model.layers.{layer}.{hf_what}")
         };
+        gguf_dense.insert(name.clone(), t.to_dtype(DType::F32).expect("f32"));
         let t = if name.ends_with("attn_q.weight") {
             unpermute(&t, cfg.num_heads)
         } else if name.ends_with("attn_k.weight") {
@@ -294,31 +327,35 @@ fn hf_directory_written_from_the_gguf_gives_the_same_logits() {
     let hf = wick::model::load(dir.path().to_str().expect("utf-8"), &Device::Cpu)
         .expect("the HF directory loads");
     assert_eq!(hf.model.config().rope_style, wick::model::RopeStyle::Half);
+    // The same dequantized weights in GGUF layout (interleaved RoPE): the HF loader, the
+    // halves RoPE and the un-permutation must give the same function.
+    let dense = dense_gguf_llama(&gguf_dense, &cfg);
+    let top5 = |v: &[f32]| {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+        idx.truncate(5);
+        idx
+    };
     for prompt in greedy_prompts(3) {
-        let a = logits_alone(&m.model, &prompt).expect("gguf forward");
-        let b = logits_alone(&hf.model, &prompt).expect("hf forward");
-        // The GGUF path quantizes activations to 8 bits inside its matmuls; the dense path
-        // does not. Same weights, so the distributions agree closely, not bit for bit.
-        let last = a.len() - 1;
-        let d = max_abs_diff(&a[last], &b[last]);
-        let argmax = |v: &[f32]| {
-            v.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::MIN),
-                    |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc },
-                )
-                .0
-        };
-        eprintln!("HF vs GGUF: last-position max abs logit diff {d:.4}");
-        assert!(d < 1.0, "last-position logits differ by {d}");
-        assert_eq!(argmax(&a[last]), argmax(&b[last]));
-        let mean: f32 = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| max_abs_diff(x, y))
-            .sum::<f32>()
-            / a.len() as f32;
-        assert!(mean < 0.5, "mean per-position max abs diff {mean}");
+        let d_logits = logits_alone(&dense, &prompt).expect("dense gguf forward");
+        let h_logits = logits_alone(&hf.model, &prompt).expect("hf forward");
+        for (pos, (x, y)) in d_logits.iter().zip(&h_logits).enumerate() {
+            let d = max_abs_diff(x, y);
+            assert!(
+                d < 1e-3,
+                "position {pos}: HF vs dense GGUF logits differ by {d}"
+            );
+        }
+        // Against the quantized path, which also quantizes activations to 8 bits inside its
+        // matmuls: close, not equal (the first case's top two are 0.09 nats apart and swap),
+        // so the same top 5 but for one.
+        let q_logits = logits_alone(&m.model, &prompt).expect("gguf forward");
+        let last = prompt.len() - 1;
+        let (q5, h5) = (top5(&q_logits[last]), top5(&h_logits[last]));
+        eprintln!(
+            "HF vs quantized GGUF at the last position: max abs logit diff {:.3}, top-5 {q5:?} vs {h5:?}",
+            max_abs_diff(&q_logits[last], &h_logits[last])
+        );
+        assert!(q5.iter().filter(|i| h5.contains(i)).count() >= 4);
     }
 }
