@@ -95,7 +95,7 @@ impl LlamaConfig {
                 ));
             }
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return Err(format!(
                 "rope_theta must be positive, got {}",
                 self.rope_theta

@@ -67,18 +67,13 @@ fn prefill_then_decode_equals_full_prefill() {
             .collect();
         let full = logits_alone(&model, &seq).unwrap();
         // One sequence: a prefill of 17 tokens, then single decode steps.
-        let stepped = logits_interleaved(
-            &model,
-            &[seq.clone()],
-            8,
-            |_, step| {
-                if step == 0 {
-                    17
-                } else {
-                    1
-                }
-            },
-        )
+        let stepped = logits_interleaved(&model, std::slice::from_ref(&seq), 8, |_, step| {
+            if step == 0 {
+                17
+            } else {
+                1
+            }
+        })
         .unwrap();
         assert_close(&full, &stepped[0], 1e-3, "prefill + decode");
     }
@@ -153,4 +148,51 @@ fn rope_scalings_change_only_what_they_should() {
     assert!((cfg.inv_freq()[1] - base[1] / 2.0).abs() < 1e-12);
     cfg.rope_scaling = RopeScaling::FreqFactors(vec![1.0; 3]);
     assert!(cfg.validate().unwrap_err().contains("frequency factors"));
+}
+
+#[test]
+fn mismatched_weight_shapes_are_named_errors() {
+    use candle_core::quantized::QMatMul;
+    use candle_core::Tensor;
+    let cfg = tiny_config();
+    let good = random_llama(&cfg, 5, None, &Device::Cpu);
+    // Rebuild the weights with one wrong matrix: attn_k of layer 1 gets the query's shape.
+    let dev = Device::Cpu;
+    let dense = |r: usize, c: usize| {
+        QMatMul::Tensor(Tensor::zeros((r, c), candle_core::DType::F32, &dev).unwrap())
+    };
+    let (h, q, kv, ff) = (
+        cfg.hidden_size,
+        cfg.num_heads * cfg.head_dim,
+        cfg.num_kv_heads * cfg.head_dim,
+        cfg.intermediate_size,
+    );
+    let norm = || Tensor::ones(h, candle_core::DType::F32, &dev).unwrap();
+    let layers = (0..cfg.num_layers)
+        .map(|i| llama::LayerWeights {
+            attn_norm: norm(),
+            wq: dense(q, h),
+            wk: if i == 1 { dense(q, h) } else { dense(kv, h) },
+            wv: dense(kv, h),
+            wo: dense(h, q),
+            ffn_norm: norm(),
+            w_gate: dense(ff, h),
+            w_up: dense(ff, h),
+            w_down: dense(h, ff),
+        })
+        .collect();
+    let weights = llama::LlamaWeights {
+        embed: Tensor::zeros((cfg.vocab_size, h), candle_core::DType::F32, &dev).unwrap(),
+        layers,
+        norm: norm(),
+        lm_head: None,
+    };
+    let err = Llama::new(cfg.clone(), weights, &dev)
+        .err()
+        .expect("shape mismatch is refused");
+    assert_eq!(
+        err,
+        format!("tensor blk.1.attn_k: expected shape [{kv}, {h}], found [{q}, {h}]")
+    );
+    assert_eq!(good.config(), &cfg);
 }

@@ -199,12 +199,13 @@ fn real_model_prefill_then_decode_equals_full_prefill() {
     let Some(m) = model() else { return };
     let seq = greedy_prompts(1).remove(0);
     let full = logits_alone(&m.model, &seq).expect("forward");
-    let stepped = logits_interleaved(
-        &m.model,
-        &[seq.clone()],
-        16,
-        |_, step| if step == 0 { 20 } else { 1 },
-    )
+    let stepped = logits_interleaved(&m.model, std::slice::from_ref(&seq), 16, |_, step| {
+        if step == 0 {
+            20
+        } else {
+            1
+        }
+    })
     .expect("forward");
     for (pos, (x, y)) in full.iter().zip(&stepped[0]).enumerate() {
         let d = max_abs_diff(x, y);
@@ -302,7 +303,28 @@ fn hf_directory_written_from_the_gguf_gives_the_same_logits() {
         tensors.insert(hf, t.to_dtype(DType::F32).expect("f32"));
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).expect("save");
+    // Two shards and an index, as large checkpoints ship.
+    let (mut shard1, mut shard2) = (HashMap::new(), HashMap::new());
+    let mut weight_map = serde_json::Map::new();
+    for (name, t) in tensors {
+        let (file, shard) = if name.contains("layers.1") || name.contains("norm.weight") {
+            ("model-00002-of-00002.safetensors", &mut shard2)
+        } else {
+            ("model-00001-of-00002.safetensors", &mut shard1)
+        };
+        weight_map.insert(name.clone(), file.into());
+        shard.insert(name, t);
+    }
+    candle_core::safetensors::save(&shard1, dir.path().join("model-00001-of-00002.safetensors"))
+        .expect("save");
+    candle_core::safetensors::save(&shard2, dir.path().join("model-00002-of-00002.safetensors"))
+        .expect("save");
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .expect("write index");
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
