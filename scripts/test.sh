@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-test-model.sh
-cargo test --locked --all-targets "$@"
+cargo test --locked --lib --bins --tests "$@"

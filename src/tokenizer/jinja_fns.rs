@@ -393,10 +393,10 @@ mod tests {
     #[test]
     fn tojson_matches_python_json_dumps() {
         let value = json!({"name": "get_weather", "args": [1, 2.5, null, true], "html": "<a href='x'>&</a>", "text": "é\n\"\u{1}"});
-        // serde_json without preserve_order hands keys over sorted.
+        // Keys keep their order (serde_json's preserve_order), as Python dicts do.
         assert_eq!(
             dumps("{{ x | tojson }}", value.clone()),
-            r#"{"args": [1, 2.5, null, true], "html": "<a href='x'>&</a>", "name": "get_weather", "text": "é\n\"\u0001"}"#
+            r#"{"name": "get_weather", "args": [1, 2.5, null, true], "html": "<a href='x'>&</a>", "text": "é\n\"\u0001"}"#
         );
         assert_eq!(
             dumps("{{ x | tojson(ensure_ascii=true) }}", json!("é😀")),

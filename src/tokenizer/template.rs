@@ -378,7 +378,7 @@ mod tests {
     }
 
     /// Qwen 2.5's tool-calling template; the expected text is Jinja2's rendering in Hugging
-    /// Face's settings (with HF's `tojson`), keys pre-sorted as serde_json hands them over.
+    /// Face's settings (with HF's `tojson`); the tools' keys are given here in sorted order.
     const QWEN25_TEMPLATE: &str = r#"{%- if tools %}
     {{- '<|im_start|>system\n' }}
     {%- if messages[0]['role'] == 'system' %}
