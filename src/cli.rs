@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::EngineArgs;
 use crate::engine::sampling::{SamplingError, SamplingParams};
+use crate::engine::Engine;
+use crate::loadtest::{run_level, LoadSpec, TABLE_HEADER};
 use crate::model::generate::{generate, Finish, GenerateError, GenerateOptions};
 use crate::model::perplexity::{perplexity, PerplexityError};
 use crate::model::{device, CausalLm, LoadError};
@@ -43,6 +46,8 @@ pub enum Command {
     Run(RunArgs),
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity(PerplexityArgs),
+    /// Load-test the engine in process: streamed greedy requests at several concurrency levels.
+    Bench(BenchArgs),
 }
 
 /// Which model, on which device.
@@ -110,6 +115,26 @@ pub struct PerplexityArgs {
     pub batch: usize,
 }
 
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    pub concurrency: Vec<usize>,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Generated tokens per request (no early stop).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Requests per level (default: twice the concurrency, at least 4).
+    #[arg(long)]
+    pub requests: Option<usize>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -124,6 +149,10 @@ pub enum CliError {
     Sampling(#[from] SamplingError),
     #[error("{0}")]
     Prompt(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -136,6 +165,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run(args) => run_prompt(&args),
         Command::Perplexity(args) => run_perplexity(&args),
+        Command::Bench(args) => run_bench(&args),
     }
 }
 
@@ -258,5 +288,67 @@ fn run_perplexity(args: &PerplexityArgs) -> Result<(), CliError> {
         "Final estimate: PPL = {:.4} +/- {:.5}",
         report.ppl, report.ppl_stderr
     );
+    Ok(())
+}
+
+/// Filler for bench prompts: ordinary prose, repeated as needed.
+const BENCH_TEXT: &str = "The lighthouse stood at the edge of the cliff, its white tower \
+weathered by a century of storms. Every evening the keeper climbed the spiral stairs, trimmed the \
+wick and wound the clockwork that turned the great lens, and every morning he wrote the weather, \
+the ships he had seen and the state of the sea into a leather-bound log.";
+
+fn run_bench(args: &BenchArgs) -> Result<(), CliError> {
+    let config = args.engine.resolve().map_err(CliError::Config)?;
+    if args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        return Err(CliError::Config(
+            "--concurrency needs levels of at least 1".into(),
+        ));
+    }
+    let loaded = load(&args.model)?;
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let text = BENCH_TEXT.repeat(args.prompt_tokens / 40 + 2);
+    let base = tokenizer
+        .encode(&text, false)
+        .map_err(|e| CliError::Prompt(format!("tokenizer: {e}")))?;
+    let prompt_tokens = args.prompt_tokens.max(8);
+    // A distinct head per request keeps the prefix cache out of the measurement.
+    let prompt = |i: usize| -> Vec<u32> {
+        let head = tokenizer
+            .encode(&format!("Request {i}: "), false)
+            .unwrap_or_default();
+        head.iter()
+            .chain(base.iter())
+            .copied()
+            .take(prompt_tokens)
+            .collect()
+    };
+    let engine = Engine::start(loaded.model, Some(tokenizer.clone()), config)?;
+    println!(
+        "wick bench: {} prompt tokens, {} generated tokens per request, greedy",
+        prompt_tokens, args.max_tokens
+    );
+    println!("{TABLE_HEADER}");
+    for &c in &args.concurrency {
+        let spec = LoadSpec {
+            concurrency: c,
+            requests: args.requests.unwrap_or((2 * c).max(4)),
+            max_tokens: args.max_tokens,
+        };
+        let report = run_level(&engine, spec, &prompt);
+        println!("{}", report.row());
+        if report.failed > 0 {
+            eprintln!("{} requests failed at concurrency {c}", report.failed);
+        }
+    }
+    let st = engine.stats();
+    eprintln!(
+        "engine: {} steps, {:.1} ms per step, {} preemptions, KV {} blocks ({} MiB)",
+        st.steps,
+        st.step_micros_total as f64 / st.steps.max(1) as f64 / 1e3,
+        st.preemptions,
+        st.kv_blocks_total,
+        st.kv_cache_bytes >> 20
+    );
+    engine.shutdown(std::time::Duration::from_secs(5));
     Ok(())
 }

@@ -3,8 +3,12 @@
 
 /// The command line: `wick run`, `wick perplexity`.
 pub mod cli;
-/// Sampling and, later, the continuous-batching engine.
+/// Shared command-line groups and their validation (engine limits).
+pub mod config;
+/// The continuous-batching engine: worker thread, scheduler, block manager, sampling.
 pub mod engine;
+/// `wick bench`: an in-process load test of the engine.
+pub mod loadtest;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).
 pub mod model;
 /// Logging set-up.
