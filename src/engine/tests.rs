@@ -526,7 +526,16 @@ fn a_full_queue_fails_fast_and_frees_up() {
         }
     }
     assert_eq!(n, 3);
-    assert_eq!(engine.stats().kv_blocks_used, 0);
+    // The stats are published at the end of the step that sent the last event.
+    let t = Instant::now();
+    while engine.stats().kv_blocks_used != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            engine.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     engine.shutdown(Duration::from_secs(5));
 }
 
