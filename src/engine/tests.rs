@@ -170,17 +170,11 @@ fn every_step_respects_the_token_budget_and_running_limit() {
     assert_all_free(&w);
 }
 
-#[test]
-fn requests_are_served_first_come_first_served() {
-    let cfg = config(64, 1);
-    let mut w = worker(tiny(), 64, &cfg);
-    let c = Counters::default();
-    let mut rxs: Vec<Rx> = (0..3)
-        .map(|i| submit(&mut w, i, ValidRequest::greedy(prompt(6, i as u32), 4)))
-        .collect();
+/// Steps until idle; the requests in the order they finished.
+fn finish_order<M: CausalLm>(w: &mut Worker<M>, c: &Counters, rxs: &mut [Rx]) -> Vec<usize> {
     let mut order = Vec::new();
     while !w.is_idle() {
-        w.step(&c);
+        w.step(c);
         for (i, rx) in rxs.iter_mut().enumerate() {
             while let Ok(ev) = rx.try_recv() {
                 if matches!(ev, WorkerEvent::Finished { .. }) {
@@ -189,6 +183,18 @@ fn requests_are_served_first_come_first_served() {
             }
         }
     }
+    order
+}
+
+#[test]
+fn requests_are_served_first_come_first_served() {
+    let cfg = config(64, 1);
+    let mut w = worker(tiny(), 64, &cfg);
+    let c = Counters::default();
+    let mut rxs: Vec<Rx> = (0..3)
+        .map(|i| submit(&mut w, i, ValidRequest::greedy(prompt(6, i as u32), 4)))
+        .collect();
+    let order = finish_order(&mut w, &c, &mut rxs);
     assert_eq!(order, vec![0, 1, 2]);
     // A higher priority jumps the queue (but never preempts a running sequence).
     let mut rxs = [
@@ -203,17 +209,7 @@ fn requests_are_served_first_come_first_served() {
             },
         ),
     ];
-    let mut order = Vec::new();
-    while !w.is_idle() {
-        w.step(&c);
-        for (i, rx) in rxs.iter_mut().enumerate() {
-            while let Ok(ev) = rx.try_recv() {
-                if matches!(ev, WorkerEvent::Finished { .. }) {
-                    order.push(i);
-                }
-            }
-        }
-    }
+    let order = finish_order(&mut w, &c, &mut rxs);
     assert_eq!(order, vec![2, 0, 1]);
 }
 

@@ -44,6 +44,19 @@ struct Group {
     open: usize,
 }
 
+impl Group {
+    /// Gives the request's place in the admission queue back, once.
+    fn leave_queue(&mut self, counters: &super::Counters) {
+        if !self.admitted {
+            self.admitted = true;
+            counters.queued_requests.fetch_sub(1, Ordering::SeqCst);
+            counters
+                .queued_tokens
+                .fetch_sub(self.prompt_len, Ordering::SeqCst);
+        }
+    }
+}
+
 /// One choice of one request.
 struct Sequence {
     id: SeqId,
@@ -192,13 +205,7 @@ impl<M: CausalLm> Worker<M> {
             if seq.index == 0 {
                 g.leader_prefilled = true;
             }
-            if !g.admitted {
-                g.admitted = true;
-                counters.queued_requests.fetch_sub(1, Ordering::SeqCst);
-                counters
-                    .queued_tokens
-                    .fetch_sub(g.prompt_len, Ordering::SeqCst);
-            }
+            g.leave_queue(counters);
             g.open = g.open.saturating_sub(1);
             drop_group = g.open == 0;
         }
@@ -352,13 +359,7 @@ impl<M: CausalLm> Worker<M> {
         seq.cached_tokens.get_or_insert(seq.computed);
         seq.admitted_at.get_or_insert_with(Instant::now);
         if let Some(g) = self.groups.get_mut(&seq.group) {
-            if !g.admitted {
-                g.admitted = true;
-                counters.queued_requests.fetch_sub(1, Ordering::SeqCst);
-                counters
-                    .queued_tokens
-                    .fetch_sub(g.prompt_len, Ordering::SeqCst);
-            }
+            g.leave_queue(counters);
         }
         self.running.push(seq);
     }
