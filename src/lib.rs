@@ -5,6 +5,8 @@
 pub mod cli;
 /// Sampling and, later, the continuous-batching engine.
 pub mod engine;
+/// Quantized matmul kernels for the CPU (AVX2 / AVX-512 / scalar) and their thread pool.
+pub mod kernels;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).
 pub mod model;
 /// Logging set-up.
