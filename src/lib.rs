@@ -1,12 +1,14 @@
 //! wick: a local-model LLM inference server. Llama-family models on candle, behind an
 //! OpenAI-compatible API. The library holds everything; `src/main.rs` is a thin CLI over it.
 
-/// The command line: `wick run`, `wick perplexity`.
+/// The command line: `wick run`, `wick perplexity`, `wick bench`.
 pub mod cli;
 /// Shared command-line groups and their validation (engine limits).
 pub mod config;
 /// The continuous-batching engine: worker thread, scheduler, block manager, sampling.
 pub mod engine;
+/// Quantized matmul kernels for the CPU (AVX2 / AVX-512 / scalar) and their thread pool.
+pub mod kernels;
 /// `wick bench`: an in-process load test of the engine.
 pub mod loadtest;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).

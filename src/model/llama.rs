@@ -7,10 +7,11 @@
 //! the step (row-wise matmuls, per-row attention), which keeps results batch-invariant.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::kv_cache::{KvCache, KvShape};
 use super::{Batch, CausalLm, LogitsWanted, ModelError};
+use crate::kernels::Linear;
 
 /// How RoPE pairs up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,13 +75,13 @@ impl LlamaConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive, got 0"));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(format!(
                 "num_heads {} is not a multiple of num_kv_heads {}",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!(
                 "head_dim must be even for RoPE, got {}",
                 self.head_dim
@@ -159,14 +160,14 @@ impl LlamaConfig {
 /// One decoder layer's weights. Matrices are `[out, in]`.
 pub struct LayerWeights {
     pub attn_norm: Tensor,
-    pub wq: QMatMul,
-    pub wk: QMatMul,
-    pub wv: QMatMul,
-    pub wo: QMatMul,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
     pub ffn_norm: Tensor,
-    pub w_gate: QMatMul,
-    pub w_up: QMatMul,
-    pub w_down: QMatMul,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
 }
 
 /// All weights of a model, as a loader or a test builds them.
@@ -176,7 +177,7 @@ pub struct LlamaWeights {
     pub layers: Vec<LayerWeights>,
     pub norm: Tensor,
     /// `[vocab, hidden]`; `None` ties the output to the embeddings.
-    pub lm_head: Option<QMatMul>,
+    pub lm_head: Option<Linear>,
 }
 
 /// A loaded Llama. Immutable; `Sync` so tests may share it.
@@ -185,16 +186,13 @@ pub struct Llama {
     embed: Tensor,
     layers: Vec<LayerWeights>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     inv_freq: Vec<f64>,
     device: Device,
 }
 
-fn matmul_shape(m: &QMatMul) -> Vec<usize> {
-    match m {
-        QMatMul::QTensor(q) => q.shape().dims().to_vec(),
-        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
-    }
+fn matmul_shape(m: &Linear) -> Vec<usize> {
+    m.shape()
 }
 
 fn check_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<(), String> {
@@ -241,7 +239,7 @@ impl Llama {
                 check_shape("output", &matmul_shape(&m), &[v, h])?;
                 m
             }
-            None => QMatMul::Tensor(weights.embed.clone()),
+            None => Linear::Candle(QMatMul::Tensor(weights.embed.clone())),
         };
         Ok(Self {
             inv_freq: cfg.inv_freq(),

@@ -15,6 +15,8 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::hub::{self, HubSpec};
+use crate::kernels::Linear;
+
 use super::llama::{LayerWeights, Llama, LlamaConfig, LlamaWeights, RopeScaling, RopeStyle};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
@@ -326,9 +328,10 @@ impl GgufReader<'_> {
             })
     }
 
-    fn matmul(&mut self, name: &str) -> Result<QMatMul, LoadError> {
+    /// A weight matrix, on our kernels when they take its type (see [`Linear::from_qtensor`]).
+    fn matmul(&mut self, name: &str) -> Result<Linear, LoadError> {
         let q = self.qtensor(name)?;
-        QMatMul::from_qtensor(q).map_err(|e| self.candle(e))
+        Linear::from_qtensor(q).map_err(|e| self.candle(e))
     }
 
     /// A dense f32 tensor (norm weights, embeddings).
@@ -441,7 +444,7 @@ fn gguf_llama(
     let lm_head = if r.has("output.weight") {
         Some(r.matmul("output.weight")?)
     } else {
-        Some(QMatMul::from_qtensor(embed_q).map_err(|e| r.candle(e))?)
+        Some(Linear::from_qtensor(embed_q).map_err(|e| r.candle(e))?)
     };
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
@@ -598,8 +601,8 @@ impl SafetensorsReader<'_> {
         self.st.get(name).is_ok()
     }
 
-    fn linear(&self, name: &str) -> Result<QMatMul, LoadError> {
-        Ok(QMatMul::Tensor(self.tensor(name)?))
+    fn linear(&self, name: &str) -> Result<Linear, LoadError> {
+        Ok(QMatMul::Tensor(self.tensor(name)?).into())
     }
 }
 

@@ -39,7 +39,7 @@ pub fn perplexity(
     batch: usize,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<PerplexityReport, PerplexityError> {
-    if ctx < 8 || ctx % 2 != 0 {
+    if ctx < 8 || !ctx.is_multiple_of(2) {
         return Err(PerplexityError::BadContext(ctx));
     }
     let n_chunks = tokens.len() / ctx;

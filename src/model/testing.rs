@@ -5,6 +5,8 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::kernels::Linear;
+
 use super::llama::{LayerWeights, Llama, LlamaConfig, LlamaWeights, RopeScaling, RopeStyle};
 
 /// A small GQA config: 4 query heads over 2 KV heads, dims that quantize in 32-blocks.
@@ -46,11 +48,11 @@ impl Gen {
         Tensor::from_vec(data, n, &self.device).expect("invariant: dims match data")
     }
 
-    fn matmul(&mut self, out: usize, inp: usize, quant: Option<GgmlDType>) -> QMatMul {
+    fn matmul(&mut self, out: usize, inp: usize, quant: Option<GgmlDType>) -> Linear {
         let w = self.tensor(&[out, inp], 1.0 / (inp as f32).sqrt() * 1.7);
         match quant {
-            None => QMatMul::Tensor(w),
-            Some(dt) => QMatMul::from_qtensor(
+            None => QMatMul::Tensor(w).into(),
+            Some(dt) => Linear::from_qtensor(
                 QTensor::quantize(&w, dt).expect("invariant: test dims are block multiples"),
             )
             .expect("invariant: quantized weights build a matmul"),
@@ -92,7 +94,7 @@ pub fn random_llama(
     // Tied output, stored quantized as GGUF files do; dense models multiply by the table itself.
     let lm_head = quant.map(|dt| {
         let q = QTensor::quantize(&embed, dt).expect("invariant: test dims are block multiples");
-        QMatMul::from_qtensor(q).expect("invariant: quantized weights build a matmul")
+        Linear::from_qtensor(q).expect("invariant: quantized weights build a matmul")
     });
     let weights = LlamaWeights {
         embed,

@@ -159,7 +159,9 @@ fn mismatched_weight_shapes_are_named_errors() {
     // Rebuild the weights with one wrong matrix: attn_k of layer 1 gets the query's shape.
     let dev = Device::Cpu;
     let dense = |r: usize, c: usize| {
-        QMatMul::Tensor(Tensor::zeros((r, c), candle_core::DType::F32, &dev).unwrap())
+        crate::kernels::Linear::from(QMatMul::Tensor(
+            Tensor::zeros((r, c), candle_core::DType::F32, &dev).unwrap(),
+        ))
     };
     let (h, q, kv, ff) = (
         cfg.hidden_size,

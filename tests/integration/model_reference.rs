@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 use wick::engine::sampling::SamplingParams;
+use wick::kernels::Linear;
 use wick::model::generate::{generate, GenerateOptions};
 use wick::model::llama::{LayerWeights, LlamaWeights};
 use wick::model::perplexity::perplexity;
@@ -228,7 +229,7 @@ fn unpermute(w: &Tensor, heads: usize) -> Tensor {
 /// A dense f32 Llama from GGUF-named, dequantized tensors.
 fn dense_gguf_llama(t: &HashMap<String, Tensor>, cfg: &LlamaConfig) -> Llama {
     let get = |n: &str| t.get(n).unwrap_or_else(|| panic!("tensor {n}")).clone();
-    let mm = |n: &str| QMatMul::Tensor(get(n));
+    let mm = |n: &str| Linear::from(QMatMul::Tensor(get(n)));
     let layers = (0..cfg.num_layers)
         .map(|i| {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
