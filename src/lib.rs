@@ -1,6 +1,8 @@
 //! wick: a local-model LLM inference server. Llama-family models on candle, behind an
 //! OpenAI-compatible API. The library holds everything; `src/main.rs` is a thin CLI over it.
 
+/// The OpenAI-compatible HTTP API (axum lives only here).
+pub mod api;
 /// The command line: `wick run`, `wick perplexity`.
 pub mod cli;
 /// Shared command-line groups and their validation (engine limits).
@@ -11,7 +13,11 @@ pub mod engine;
 pub mod loadtest;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).
 pub mod model;
+/// `wick serve`: bind, load, serve, drain on SIGTERM.
+pub mod server;
 /// Logging set-up.
 pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.
 pub mod tokenizer;
+/// Request -> `ValidRequest`: template, tokenize, limits.
+pub mod validate;
