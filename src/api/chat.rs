@@ -19,73 +19,65 @@ pub async fn handle(
     Extension(rid): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    run(state, rid)
-        .await_body(body)
+    handle_inner(state, rid, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-struct Ctx {
+async fn handle_inner(
     state: AppState,
     rid: RequestId,
-}
-
-fn run(state: AppState, rid: RequestId) -> Ctx {
-    Ctx { state, rid }
-}
-
-impl Ctx {
-    async fn await_body(self, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-        let req: ChatCompletionRequest = parse_json(body)?;
-        self.state.check_model(req.common.model.as_deref())?;
-        let served = self.state.served()?;
-        let tokenizer = served.tokenizer.clone();
-        let template = served.template.clone();
-        let total = served.max_tokens_total;
-        let req2 = req.clone();
-        let prepared = blocking(move || {
-            let lim = Limits {
-                tokenizer: tokenizer.as_deref(),
-                template: template.as_deref(),
-                max_tokens_total: total,
-            };
-            validate::chat(&req2, &lim)
-        })
-        .await?;
-        let n = prepared.valid.n;
-        let stream = served.engine.submit(prepared.valid)?;
-        let prompt_tokens = stream.prompt_tokens();
-        let outs = merge(vec![generate::spawn(stream, n, 0, prepared.stops)]);
-        let meta = Meta {
-            id: format!("chatcmpl-{}", self.rid.0),
-            created: unix_now(),
-            model: self.state.model_name().to_string(),
-            fingerprint: fingerprint(),
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: ChatCompletionRequest = parse_json(body)?;
+    state.check_model(req.common.model.as_deref())?;
+    let served = state.served()?;
+    let tokenizer = served.tokenizer.clone();
+    let template = served.template.clone();
+    let total = served.max_tokens_total;
+    let req2 = req.clone();
+    let prepared = blocking(move || {
+        let lim = Limits {
+            tokenizer: tokenizer.as_deref(),
+            template: template.as_deref(),
+            max_tokens_total: total,
         };
-        let logprobs = req.logprobs == Some(true);
-        let usage = UsageAcc {
-            prompt_tokens,
-            ..UsageAcc::default()
+        validate::chat(&req2, &lim)
+    })
+    .await?;
+    let n = prepared.valid.n;
+    let stream = served.engine.submit(prepared.valid)?;
+    let prompt_tokens = stream.prompt_tokens();
+    let outs = merge(vec![generate::spawn(stream, n, 0, prepared.stops)]);
+    let meta = Meta {
+        id: format!("chatcmpl-{}", rid.0),
+        created: unix_now(),
+        model: state.model_name().to_string(),
+        fingerprint: fingerprint(),
+    };
+    let logprobs = req.logprobs == Some(true);
+    let usage = UsageAcc {
+        prompt_tokens,
+        ..UsageAcc::default()
+    };
+    if req.common.stream == Some(true) {
+        let enc = ChatEncoder {
+            meta,
+            n,
+            tokenizer: served.tokenizer.clone(),
+            logprobs,
+            include_usage: req
+                .common
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+            usage,
         };
-        if req.common.stream == Some(true) {
-            let enc = ChatEncoder {
-                meta,
-                n,
-                tokenizer: served.tokenizer.clone(),
-                logprobs,
-                include_usage: req
-                    .common
-                    .stream_options
-                    .as_ref()
-                    .is_some_and(|o| o.include_usage),
-                usage,
-            };
-            return Ok(sse_response(outs, enc, n));
-        }
-        let all = collect(outs, n).await?;
-        let body = assemble(meta, n, logprobs, usage, all, served.tokenizer.as_deref());
-        Ok(Json(body).into_response())
+        return Ok(sse_response(outs, enc, n));
     }
+    let all = collect(outs, n).await?;
+    let body = assemble(meta, n, logprobs, usage, all, served.tokenizer.as_deref());
+    Ok(Json(body).into_response())
 }
 
 fn assemble(

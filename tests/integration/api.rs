@@ -337,3 +337,51 @@ async fn real_model_streamed_cjk_equals_the_non_streamed_text() {
     let body = whole.trim_end_matches('\u{fffd}');
     assert!(!body.contains('\u{fffd}'), "{whole:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_model_stop_string_truncates_and_finishes_with_stop() {
+    let Some(url) = real_server_url() else { return };
+    let req = |stop: Value| {
+        json!({"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0,
+            "stop": stop})
+    };
+    let v: Value = post(&format!("{url}/v1/completions"), req(Value::Null))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let whole = v["choices"][0]["text"].as_str().expect("text").to_string();
+    // A stop string from the middle of the greedy text (likely spanning tokens).
+    let chars: Vec<char> = whole.chars().collect();
+    assert!(chars.len() >= 6, "{whole:?}");
+    let stop: String = chars[3..6].iter().collect();
+    let before = &whole[..whole.find(&stop).expect("in text")];
+    for stream in [false, true] {
+        let mut body = req(json!([stop, "never-there"]));
+        body["stream"] = json!(stream);
+        let r = post(&format!("{url}/v1/completions"), body).await;
+        let (text, reason) = if stream {
+            let data = sse_data(&r.text().await.expect("body"));
+            let mut text = String::new();
+            let mut reason = Value::Null;
+            for d in &data[..data.len() - 1] {
+                let c: Value = serde_json::from_str(d).expect("json");
+                text.push_str(c["choices"][0]["text"].as_str().unwrap_or(""));
+                if !c["choices"][0]["finish_reason"].is_null() {
+                    reason = c["choices"][0]["finish_reason"].clone();
+                }
+            }
+            (text, reason)
+        } else {
+            let v: Value = r.json().await.expect("json");
+            assert!(v["usage"]["completion_tokens"].as_u64().expect("n") < 8);
+            let c = &v["choices"][0];
+            (
+                c["text"].as_str().expect("text").to_string(),
+                c["finish_reason"].clone(),
+            )
+        };
+        assert_eq!(text, before, "stream: {stream}");
+        assert_eq!(reason, "stop", "stream: {stream}");
+    }
+}
