@@ -288,3 +288,74 @@ pub fn sse_response<E: ChunkEncoder>(
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_error_after_the_stream_began_is_one_error_event_then_the_end() {
+        let outs = futures_util::stream::iter(vec![
+            Out::Delta {
+                index: 0,
+                text: "a".into(),
+                tokens: vec![],
+            },
+            Out::Error("the forward step failed".into()),
+        ])
+        .boxed();
+        let enc = sse::ChatEncoder {
+            meta: sse::Meta {
+                id: "x".into(),
+                created: 0,
+                model: "m".into(),
+                fingerprint: "f".into(),
+            },
+            n: 1,
+            tokenizer: None,
+            logprobs: false,
+            include_usage: true,
+            usage: sse::UsageAcc::default(),
+        };
+        let resp = sse_response(outs, enc, 1);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let text = String::from_utf8(body.to_vec()).expect("utf-8");
+        let data: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        assert_eq!(data.len(), 3, "{text}");
+        let err: serde_json::Value = serde_json::from_str(data[2]).expect("json");
+        assert_eq!(err["error"]["message"], "the forward step failed");
+        assert!(!text.contains("[DONE]"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_handler_gets_500_and_the_server_lives_on() {
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("handler bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/boom", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        for _ in 0..2 {
+            let r = reqwest::get(&url).await.expect("the server answers");
+            assert_eq!(r.status().as_u16(), 500);
+            let v: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(v["error"]["type"], "server_error");
+        }
+        server.abort();
+    }
+}
