@@ -1,4 +1,5 @@
-//! The command line: `wick run` (one prompt, streamed to the terminal) and `wick perplexity`.
+//! The command line: `wick run` (one prompt, streamed to the terminal), `wick perplexity`,
+//! `wick bench` and `wick serve` (in [`crate::server`]).
 //! Runs on the main thread; the model runs inline (the server's engine is not involved).
 
 use std::io::Write;
@@ -48,6 +49,31 @@ pub enum Command {
     Perplexity(PerplexityArgs),
     /// Load-test the engine in process: streamed greedy requests at several concurrency levels.
     Bench(BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Address to bind.
+    #[arg(long, env = "WICK_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind.
+    #[arg(long, env = "WICK_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// The model name requests must use (default: the --model value).
+    #[arg(long, env = "WICK_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Largest request body in bytes (413 past it).
+    #[arg(long, env = "WICK_MAX_BODY_BYTES", default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish on SIGTERM or ctrl-c.
+    #[arg(long, env = "WICK_DRAIN_GRACE_SECS", default_value_t = 30)]
+    pub drain_grace_secs: u64,
 }
 
 /// Which model, on which device.
@@ -166,6 +192,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => run_prompt(&args),
         Command::Perplexity(args) => run_perplexity(&args),
         Command::Bench(args) => run_bench(&args),
+        Command::Serve(args) => crate::server::run(&args),
     }
 }
 

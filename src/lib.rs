@@ -1,7 +1,9 @@
 //! wick: a local-model LLM inference server. Llama-family models on candle, behind an
 //! OpenAI-compatible API. The library holds everything; `src/main.rs` is a thin CLI over it.
 
-/// The command line: `wick run`, `wick perplexity`, `wick bench`.
+/// The OpenAI-compatible HTTP API (axum lives only here).
+pub mod api;
+/// The command line: `wick serve`, `wick run`, `wick perplexity`, `wick bench`.
 pub mod cli;
 /// Shared command-line groups and their validation (engine limits).
 pub mod config;
@@ -13,7 +15,11 @@ pub mod kernels;
 pub mod loadtest;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).
 pub mod model;
+/// `wick serve`: bind, load, serve, drain on SIGTERM.
+pub mod server;
 /// Logging set-up.
 pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.
 pub mod tokenizer;
+/// Request -> `ValidRequest`: template, tokenize, limits.
+pub mod validate;

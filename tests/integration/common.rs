@@ -65,3 +65,126 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("an id") as u32)
         .collect()
 }
+
+/// A server in process on 127.0.0.1:0; dropping it (or `stop`) shuts the server down.
+pub struct TestServer {
+    pub url: String,
+    pub state: wick::api::AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Serves `state`'s router; call inside a tokio runtime.
+    pub async fn start(state: wick::api::AppState) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = wick::api::router(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            url,
+            state,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// An engine over the tiny random model (vocab 96, context 512), no tokenizer.
+pub fn tiny_served(config: wick::engine::EngineConfig) -> wick::api::Served {
+    use wick::model::CausalLm;
+    let model = wick::model::testing::random_llama(
+        &wick::model::testing::tiny_config(),
+        7,
+        None,
+        &Device::Cpu,
+    );
+    let max_context = model.max_context();
+    let engine = wick::engine::Engine::start(model, None, config).expect("engine starts");
+    wick::api::Served {
+        max_tokens_total: max_context.min(engine.capacity_tokens()),
+        engine,
+        tokenizer: None,
+        template: None,
+        max_context,
+    }
+}
+
+/// The tiny engine config tests use: a 4 MiB KV cache.
+pub fn tiny_config() -> wick::engine::EngineConfig {
+    wick::engine::EngineConfig {
+        kv_cache_bytes: Some(4 << 20),
+        kv_dtype: candle_core::DType::F32,
+        ..wick::engine::EngineConfig::default()
+    }
+}
+
+/// The real model behind a server on its own thread and runtime, started once per binary.
+pub fn real_server_url() -> Option<String> {
+    static URL: OnceLock<Option<String>> = OnceLock::new();
+    URL.get_or_init(|| {
+        let path = model_path()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use wick::model::CausalLm;
+                let loaded = wick::model::load(path.to_str().expect("utf-8"), &Device::Cpu)
+                    .expect("test model loads");
+                let max_context = loaded.model.max_context();
+                let tok = std::sync::Arc::new(loaded.tokenizer);
+                let config = wick::engine::EngineConfig {
+                    kv_cache_bytes: Some(64 << 20),
+                    ..wick::engine::EngineConfig::default()
+                };
+                let engine = wick::engine::Engine::start(loaded.model, Some(tok.clone()), config)
+                    .expect("engine starts");
+                let state = wick::api::AppState::new("smol", wick::api::DEFAULT_MAX_BODY_BYTES);
+                state.set_ready(wick::api::Served {
+                    max_tokens_total: max_context.min(engine.capacity_tokens()),
+                    engine,
+                    tokenizer: Some(tok),
+                    template: loaded.chat_template.map(std::sync::Arc::new),
+                    max_context,
+                });
+                let server = TestServer::start(state).await;
+                tx.send(server.url.clone()).expect("send url");
+                // Serve for the rest of the test binary.
+                std::future::pending::<()>().await;
+                drop(server);
+            });
+        });
+        Some(rx.recv().expect("server url"))
+    })
+    .clone()
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_string)
+        .collect()
+}

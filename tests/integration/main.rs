@@ -1,6 +1,7 @@
 //! The integration tests, one binary: the real model against `../shared/reference/`, the engine
-//! on the real model, the CLI.
+//! on the real model, the CLI, the HTTP API.
 
+mod api;
 mod cli;
 mod common;
 mod engine;

@@ -1,0 +1,197 @@
+//! `ApiError` and the ONE table that turns an error into `(status, type, code)` and the OpenAI
+//! envelope `{"error":{"message","type","param","code"}}`. Runs on the HTTP tasks.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::SubmitError;
+
+/// Seconds a client is told to wait after a 429.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Every error the HTTP layer returns.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, a wrong type or an out-of-range value; `param` names the field.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    /// The prompt plus max_tokens does not fit the context (or the KV cache).
+    #[error("{0}")]
+    ContextLength(String),
+    /// The request names a model this server does not serve.
+    #[error("the model `{0}` does not exist")]
+    ModelNotFound(String),
+    /// The body is over the limit.
+    #[error("{0}")]
+    BodyTooLarge(String),
+    /// The admission queue is full.
+    #[error("{0}")]
+    QueueFull(String),
+    /// The model is still loading.
+    #[error("the model is loading; retry shortly")]
+    Loading,
+    /// The server is draining (shutting down).
+    #[error("the server is shutting down")]
+    Draining,
+    /// Our fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_string),
+        }
+    }
+
+    /// THE table: status, error type, code.
+    pub fn parts(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        match self {
+            ApiError::InvalidRequest { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", None)
+            }
+            ApiError::ContextLength(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+            ),
+            ApiError::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model_not_found"),
+            ),
+            ApiError::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some("request_too_large"),
+            ),
+            ApiError::QueueFull(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("queue_full"),
+            ),
+            ApiError::Loading => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                Some("model_loading"),
+            ),
+            ApiError::Draining => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                Some("shutting_down"),
+            ),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        }
+    }
+
+    /// The `{"error": {...}}` envelope.
+    pub fn body(&self) -> serde_json::Value {
+        let (_, kind, code) = self.parts();
+        let param = match self {
+            ApiError::InvalidRequest { param, .. } => param.clone(),
+            ApiError::ContextLength(_) => Some("messages".to_string()),
+            ApiError::ModelNotFound(_) => Some("model".to_string()),
+            _ => None,
+        };
+        serde_json::json!({"error": {
+            "message": self.to_string(),
+            "type": kind,
+            "param": param,
+            "code": code,
+        }})
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match &e {
+            SubmitError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
+            SubmitError::ContextLength { .. } | SubmitError::TooLarge { .. } => {
+                ApiError::ContextLength(e.to_string())
+            }
+            SubmitError::EmptyPrompt => ApiError::invalid(e.to_string(), Some("prompt")),
+            SubmitError::InvalidToken { .. } => ApiError::invalid(e.to_string(), Some("prompt")),
+            SubmitError::InvalidN { .. } => ApiError::invalid(e.to_string(), Some("n")),
+            SubmitError::ZeroMaxTokens => ApiError::invalid(e.to_string(), Some("max_tokens")),
+            SubmitError::Sampling(s) => {
+                let field = match s {
+                    crate::engine::sampling::SamplingError::InvalidParam { field, .. } => {
+                        Some(*field)
+                    }
+                    _ => None,
+                };
+                ApiError::invalid(e.to_string(), field)
+            }
+            SubmitError::ShuttingDown | SubmitError::Stopped => ApiError::Draining,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.parts();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_maps_each_row() {
+        let rows = [
+            (ApiError::invalid("x", Some("n")), 400, None),
+            (
+                ApiError::ContextLength("x".into()),
+                400,
+                Some("context_length_exceeded"),
+            ),
+            (
+                ApiError::ModelNotFound("m".into()),
+                404,
+                Some("model_not_found"),
+            ),
+            (
+                ApiError::BodyTooLarge("x".into()),
+                413,
+                Some("request_too_large"),
+            ),
+            (ApiError::QueueFull("x".into()), 429, Some("queue_full")),
+            (ApiError::Loading, 503, Some("model_loading")),
+            (ApiError::Draining, 503, Some("shutting_down")),
+            (ApiError::Internal("x".into()), 500, None),
+        ];
+        for (e, status, code) in rows {
+            let (s, _, c) = e.parts();
+            assert_eq!(s.as_u16(), status, "{e:?}");
+            assert_eq!(c, code, "{e:?}");
+            assert!(e.body()["error"]["message"].is_string());
+        }
+    }
+
+    #[test]
+    fn submit_errors_map_through_the_table() {
+        let e: ApiError = SubmitError::ContextLength {
+            prompt: 5000,
+            max_tokens: 100,
+            context: 4096,
+        }
+        .into();
+        assert_eq!(e.parts().2, Some("context_length_exceeded"));
+        let e: ApiError = SubmitError::QueueFull("full".into()).into();
+        assert_eq!(e.parts().0.as_u16(), 429);
+        let e: ApiError = SubmitError::ShuttingDown.into();
+        assert_eq!(e.parts().0.as_u16(), 503);
+    }
+}

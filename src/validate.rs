@@ -1,0 +1,252 @@
+//! Request -> [`ValidRequest`]: flattens messages, renders the chat template, tokenizes, checks
+//! limits and builds the sampling parameters. CPU work: handlers run it on `spawn_blocking`,
+//! never on the engine's worker.
+
+use crate::api::error::ApiError;
+use crate::api::openai::{
+    ChatCompletionRequest, ChatMessage, CommonParams, CompletionRequest, MessageContent,
+    PromptField,
+};
+use crate::engine::sampling::SamplingParams;
+use crate::engine::ValidRequest;
+use crate::tokenizer::{ChatTemplate, Tokenizer};
+
+/// What the engine needs plus what the API layer keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub valid: ValidRequest,
+    /// Stop strings, scanned in the decoded text.
+    pub stops: Vec<String>,
+    /// The prompt's text (for `echo`).
+    pub prompt_text: String,
+}
+
+/// The model facts validation needs.
+pub struct Limits<'a> {
+    pub tokenizer: Option<&'a Tokenizer>,
+    pub template: Option<&'a ChatTemplate>,
+    /// Tokens a sequence may hold: the context length, capped by the KV cache.
+    pub max_tokens_total: usize,
+}
+
+fn no_tokenizer() -> ApiError {
+    ApiError::invalid(
+        "this model has no tokenizer: send token ids",
+        Some("prompt"),
+    )
+}
+
+/// The message as the template sees it: content flattened to one string.
+pub fn flatten_message(m: &ChatMessage) -> serde_json::Value {
+    let mut obj = m.extra.clone();
+    obj.insert("role".into(), m.role.clone().into());
+    let content = match &m.content {
+        None => serde_json::Value::Null,
+        Some(MessageContent::Text(s)) => s.clone().into(),
+        Some(MessageContent::Parts(parts)) => parts
+            .iter()
+            .filter(|p| p.kind == "text")
+            .filter_map(|p| p.text.as_deref())
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into(),
+    };
+    obj.insert("content".into(), content);
+    serde_json::Value::Object(obj)
+}
+
+/// Renders and tokenizes `messages` (special-token text in the template is parsed).
+pub fn chat_prompt(messages: &[ChatMessage], lim: &Limits) -> Result<(Vec<u32>, String), ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "messages must not be empty",
+            Some("messages"),
+        ));
+    }
+    let tok = lim.tokenizer.ok_or_else(no_tokenizer)?;
+    let template = lim
+        .template
+        .ok_or_else(|| ApiError::invalid("this model has no chat template", Some("messages")))?;
+    let msgs: Vec<_> = messages.iter().map(flatten_message).collect();
+    let text = template
+        .render(&msgs, None, true)
+        .map_err(|e| ApiError::invalid(format!("chat template: {e}"), Some("messages")))?;
+    let ids = tok
+        .encode_prompt(&text, true)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    Ok((ids, text))
+}
+
+pub fn chat(req: &ChatCompletionRequest, lim: &Limits) -> Result<Prepared, ApiError> {
+    let (prompt, text) = chat_prompt(&req.messages, lim)?;
+    let logprobs = match req.logprobs {
+        Some(true) => Some(req.top_logprobs.unwrap_or(0) as usize),
+        _ => None,
+    };
+    let max = req.max_completion_tokens.or(req.common.max_tokens);
+    build(prompt, text, max, logprobs, &req.common, lim)
+}
+
+/// One [`Prepared`] per prompt.
+pub fn completion(req: &CompletionRequest, lim: &Limits) -> Result<Vec<Prepared>, ApiError> {
+    let encode = |s: &str| -> Result<(Vec<u32>, String), ApiError> {
+        let tok = lim.tokenizer.ok_or_else(no_tokenizer)?;
+        let ids = tok
+            .encode_prompt(s, false)
+            .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
+        Ok((ids, s.to_string()))
+    };
+    let ids_text = |ids: &[u32]| -> (Vec<u32>, String) {
+        let text = lim
+            .tokenizer
+            .map(|t| t.decode(ids, false))
+            .unwrap_or_default();
+        (ids.to_vec(), text)
+    };
+    let prompts: Vec<(Vec<u32>, String)> = match &req.prompt {
+        PromptField::Text(s) => vec![encode(s)?],
+        PromptField::Texts(v) => v.iter().map(|s| encode(s)).collect::<Result<_, _>>()?,
+        PromptField::Ids(ids) => vec![ids_text(ids)],
+        PromptField::IdLists(v) => v.iter().map(|ids| ids_text(ids)).collect(),
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid(
+            "prompt must not be empty",
+            Some("prompt"),
+        ));
+    }
+    let logprobs = req.logprobs.map(|n| n as usize);
+    prompts
+        .into_iter()
+        .map(|(ids, text)| build(ids, text, req.common.max_tokens, logprobs, &req.common, lim))
+        .collect()
+}
+
+fn build(
+    prompt: Vec<u32>,
+    prompt_text: String,
+    max_tokens: Option<u64>,
+    logprobs: Option<usize>,
+    c: &CommonParams,
+    lim: &Limits,
+) -> Result<Prepared, ApiError> {
+    if prompt.is_empty() {
+        return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
+    }
+    let left = lim.max_tokens_total.saturating_sub(prompt.len());
+    let max_tokens = match max_tokens {
+        Some(0) => {
+            return Err(ApiError::invalid(
+                "max_tokens must be at least 1",
+                Some("max_tokens"),
+            ))
+        }
+        Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
+        None if left == 0 => {
+            return Err(ApiError::ContextLength(format!(
+                "prompt has {} tokens, which fills the context of {} tokens",
+                prompt.len(),
+                lim.max_tokens_total
+            )))
+        }
+        None => left,
+    };
+    let mut logit_bias = Vec::new();
+    for (k, v) in c.logit_bias.iter().flatten() {
+        let id: u32 = k.parse().map_err(|_| {
+            ApiError::invalid(
+                format!("logit_bias keys must be token ids, got {k:?}"),
+                Some("logit_bias"),
+            )
+        })?;
+        logit_bias.push((id, *v));
+    }
+    let n = c.n.unwrap_or(1);
+    let sampling = SamplingParams {
+        temperature: c.temperature.unwrap_or(1.0),
+        top_k: c.top_k.unwrap_or(0).max(0) as usize,
+        top_p: c.top_p.unwrap_or(1.0),
+        min_p: c.min_p.unwrap_or(0.0),
+        repetition_penalty: c.repetition_penalty.unwrap_or(1.0),
+        presence_penalty: c.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: c.frequency_penalty.unwrap_or(0.0),
+        logit_bias,
+        seed: c.seed,
+        logprobs,
+    };
+    let stop_ids = lim
+        .tokenizer
+        .map(|t| t.stop_token_ids().to_vec())
+        .unwrap_or_default();
+    let stops = c.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    Ok(Prepared {
+        valid: ValidRequest {
+            prompt,
+            max_tokens,
+            sampling,
+            stop_ids,
+            n: usize::try_from(n).unwrap_or(usize::MAX),
+            priority: 0,
+        },
+        stops,
+        prompt_text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim() -> Limits<'static> {
+        Limits {
+            tokenizer: None,
+            template: None,
+            max_tokens_total: 100,
+        }
+    }
+
+    fn req(json: serde_json::Value) -> CompletionRequest {
+        serde_json::from_value(json).expect("parses")
+    }
+
+    #[test]
+    fn max_tokens_defaults_to_the_context_left() {
+        let p = completion(&req(serde_json::json!({"prompt": [1, 2, 3]})), &lim()).expect("ok");
+        assert_eq!(p[0].valid.max_tokens, 97);
+        let p = completion(
+            &req(serde_json::json!({"prompt": [[1], [2, 3]], "max_tokens": 5})),
+            &lim(),
+        )
+        .expect("ok");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].valid.max_tokens, 5);
+    }
+
+    #[test]
+    fn fields_map_to_sampling_and_errors_name_the_field() {
+        let r = req(
+            serde_json::json!({"prompt": [1], "temperature": 0, "logit_bias": {"5": -100},
+            "stop": "x", "n": 2, "top_k": -1, "seed": 7, "logprobs": 3, "unknown": true}),
+        );
+        let p = &completion(&r, &lim()).expect("ok")[0];
+        assert_eq!(p.valid.sampling.logit_bias, vec![(5, -100.0)]);
+        assert_eq!(p.valid.sampling.top_k, 0);
+        assert_eq!(p.valid.sampling.logprobs, Some(3));
+        assert_eq!(p.stops, vec!["x".to_string()]);
+        assert_eq!(p.valid.n, 2);
+        let r = req(serde_json::json!({"prompt": [1], "logit_bias": {"a": 1}}));
+        let e = completion(&r, &lim()).expect_err("bad key");
+        assert!(matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "logit_bias"));
+        let e =
+            completion(&req(serde_json::json!({"prompt": "text"})), &lim()).expect_err("no tok");
+        assert_eq!(e.parts().0.as_u16(), 400);
+    }
+
+    #[test]
+    fn content_parts_flatten_to_a_string() {
+        let m: ChatMessage = serde_json::from_value(serde_json::json!({"role": "user",
+            "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}))
+        .expect("parses");
+        assert_eq!(flatten_message(&m)["content"], "a\nb");
+    }
+}
