@@ -14,7 +14,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use super::formats::WeightType;
 use super::pack::{Interleaved, COLS};
 use super::pool::ThreadPool;
-use super::quantize::{quantize_row_q8, quantize_row_q8k, Q8Block, Q8KBlock};
+use super::quantize::{Q8Block, Q8KBlock};
 use super::{scalar, Isa};
 
 #[derive(Debug, thiserror::Error)]
@@ -168,11 +168,12 @@ impl QuantMatmul {
             return Ok(());
         }
         let blocks = k / self.kind.block_len();
+        let isa = self.isa;
         let (a8, ak) = if self.kind.k_quant() {
-            let a = self.quantize(x, m, blocks, Q8KBlock::ZERO, quantize_row_q8k);
+            let a = self.quantize(x, m, blocks, Q8KBlock::ZERO, |x, a| quantize_q8k(isa, x, a));
             (Vec::new(), a)
         } else {
-            let a = self.quantize(x, m, blocks, Q8Block::ZERO, quantize_row_q8);
+            let a = self.quantize(x, m, blocks, Q8Block::ZERO, |x, a| quantize_q8(isa, x, a));
             (a, Vec::new())
         };
         let groups = n.div_ceil(COLS);
@@ -199,7 +200,7 @@ impl QuantMatmul {
         m: usize,
         blocks: usize,
         zero: T,
-        f: fn(&[f32], &mut [T]),
+        f: impl Fn(&[f32], &mut [T]) + Sync,
     ) -> Vec<T> {
         const ROWS_PER_TASK: usize = 16;
         let k = self.k;
@@ -273,6 +274,28 @@ impl QuantMatmul {
             #[cfg(not(target_arch = "x86_64"))]
             Weights::Interleaved(_) => unreachable!("invariant: only x86-64 packs for SIMD"),
         }
+    }
+}
+
+/// One row of activations to [`Q8Block`]s, with `isa`'s instructions where there are some.
+fn quantize_q8(isa: Isa, x: &[f32], out: &mut [Q8Block]) {
+    #[cfg(target_arch = "x86_64")]
+    super::x86::quantize_row_q8(isa, x, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        super::quantize::quantize_row_q8(x, out);
+    }
+}
+
+/// One row of activations to [`Q8KBlock`]s, with `isa`'s instructions where there are some.
+fn quantize_q8k(isa: Isa, x: &[f32], out: &mut [Q8KBlock]) {
+    #[cfg(target_arch = "x86_64")]
+    super::x86::quantize_row_q8k(isa, x, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        super::quantize::quantize_row_q8k(x, out);
     }
 }
 

@@ -3,9 +3,10 @@
 //! [`ThreadPool::run`] hands a job (`n` independent tasks) to the pool and works on it from the
 //! calling thread too; it returns when every task has run. Workers take tasks from a shared
 //! counter, so a worker that the OS deschedules (another process on the same cores) just takes
-//! fewer tasks instead of stalling the job. After a job a worker spins for a short, bounded
-//! time (the next matmul of a forward step usually follows within microseconds), then parks;
-//! it never spins while idle beyond that.
+//! fewer tasks instead of stalling the job. After a job a worker polls for the next one for a
+//! short, bounded time (the next matmul of a forward step usually follows within microseconds),
+//! yielding its core between polls after the first few microseconds, then parks; it never
+//! spins while idle beyond that.
 //!
 //! One job runs at a time. A caller that finds the pool busy (another thread's matmul, or a
 //! call from inside a task) runs its job inline, so the pool never deadlocks and results never
@@ -17,8 +18,12 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long a worker keeps polling for the next job before it parks.
-const SPIN: Duration = Duration::from_micros(200);
+/// Polls with a bare `pause` before a waiting thread starts yielding its core.
+const SPIN_POLLS: u32 = 2_000;
+/// How long a waiting thread keeps polling (yielding between polls once past `SPIN_POLLS`)
+/// before it parks. Yielding keeps a poller from starving other runnable threads (candle's own
+/// pool, another process) when the cores are shared; on idle cores it returns at once.
+const SPIN: Duration = Duration::from_micros(500);
 
 /// A job as the workers see it: its tasks and the counter they take them from.
 struct Job<'a> {
@@ -52,12 +57,19 @@ struct Shared {
     /// Workers that have registered for the current job and not yet left it.
     in_flight: AtomicUsize,
     shutdown: AtomicBool,
-    /// Guards the sleep/wake hand-offs (the data itself lives in the atomics).
-    lock: Mutex<()>,
+    /// Who is parked; guards the sleep/wake hand-offs (the job itself lives in the atomics).
+    lock: Mutex<Parked>,
     /// Workers park here between jobs.
     wake: Condvar,
     /// The caller of `run` parks here while the last workers finish.
     done: Condvar,
+}
+
+/// Threads parked on `Shared`'s condvars, so a wake-up costs a syscall only when one is.
+#[derive(Default)]
+struct Parked {
+    workers: usize,
+    caller: bool,
 }
 
 /// A fixed set of worker threads for the kernels; see the module doc.
@@ -84,7 +96,7 @@ impl ThreadPool {
             epoch: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Parked::default()),
             wake: Condvar::new(),
             done: Condvar::new(),
         });
@@ -137,25 +149,25 @@ impl ThreadPool {
         let s = &*self.shared;
         let ptr: *const Job<'_> = &job;
         s.job.store(ptr as *mut Job<'static>, Ordering::SeqCst);
-        {
-            let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let parked = {
+            let g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
             s.epoch.fetch_add(1, Ordering::SeqCst);
+            g.workers
+        };
+        if parked > 0 {
+            s.wake.notify_all();
         }
-        s.wake.notify_all();
         job.work();
         // Retire the job, then wait for the workers that registered for it. A worker that
         // registers from now on sees the null pointer and leaves without touching `job`.
         s.job.store(std::ptr::null_mut(), Ordering::SeqCst);
-        let start = Instant::now();
-        while s.in_flight.load(Ordering::SeqCst) != 0 {
-            if start.elapsed() > SPIN {
-                let mut g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
-                while s.in_flight.load(Ordering::SeqCst) != 0 {
-                    g = s.done.wait(g).unwrap_or_else(|p| p.into_inner());
-                }
-                break;
+        if !poll_until(|| s.in_flight.load(Ordering::SeqCst) == 0) {
+            let mut g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+            while s.in_flight.load(Ordering::SeqCst) != 0 {
+                g.caller = true;
+                g = s.done.wait(g).unwrap_or_else(|p| p.into_inner());
+                g.caller = false;
             }
-            std::hint::spin_loop();
         }
         drop(guard);
         if job.panicked.load(Ordering::Relaxed) {
@@ -208,28 +220,44 @@ fn worker(s: &Shared) {
             job.work();
         }
         if s.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
-            s.done.notify_all();
+            let g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+            if g.caller {
+                s.done.notify_all();
+            }
         }
     }
 }
 
-/// Returns once `epoch` has moved past `seen` (a job or the shutdown): polls for [`SPIN`],
-/// then parks.
+/// Returns once `epoch` has moved past `seen` (a job or the shutdown): polls, then parks.
 fn wait_for_job(s: &Shared, seen: u64) {
+    if poll_until(|| s.epoch.load(Ordering::SeqCst) != seen) {
+        return;
+    }
+    let mut g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+    while s.epoch.load(Ordering::SeqCst) == seen {
+        g.workers += 1;
+        g = s.wake.wait(g).unwrap_or_else(|p| p.into_inner());
+        g.workers -= 1;
+    }
+}
+
+/// Polls `ready` for up to [`SPIN`]: [`SPIN_POLLS`] times with a bare `pause`, then yielding
+/// the core between polls. Returns whether `ready` came true.
+fn poll_until(ready: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     let mut polls = 0u32;
-    while s.epoch.load(Ordering::SeqCst) == seen {
-        polls = polls.wrapping_add(1);
-        if polls.is_multiple_of(64) && start.elapsed() > SPIN {
-            let mut g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
-            while s.epoch.load(Ordering::SeqCst) == seen {
-                g = s.wake.wait(g).unwrap_or_else(|p| p.into_inner());
-            }
-            return;
+    while !ready() {
+        if polls < SPIN_POLLS {
+            polls += 1;
+            std::hint::spin_loop();
+            continue;
         }
-        std::hint::spin_loop();
+        if start.elapsed() > SPIN {
+            return false;
+        }
+        std::thread::yield_now();
     }
+    true
 }
 
 #[cfg(test)]

@@ -283,3 +283,34 @@ fn bad_shapes_are_named_errors() {
     let err = mm.forward(&[0.0; 31], 1, &mut [0.0; 2]).unwrap_err();
     assert_eq!(err.to_string(), "input of 31 values is not m·k = 1·32");
 }
+
+#[test]
+fn simd_quantizers_give_the_scalar_bits() {
+    let mut x = random(3, 1024, 9, true);
+    // Values that land exactly on .5 after scaling (ties round to even), and a block whose
+    // largest magnitude comes twice with both signs.
+    for (i, v) in x[..32].iter_mut().enumerate() {
+        *v = i as f32 - 16.5;
+    }
+    x[3] = 127.0;
+    x[300] = -9.0;
+    x[301] = 9.0;
+    for isa in Isa::supported() {
+        let mut a = vec![Q8Block::ZERO; x.len() / 32];
+        let mut b = a.clone();
+        quantize_row_q8(&x, &mut a);
+        #[cfg(target_arch = "x86_64")]
+        super::x86::quantize_row_q8(isa, &x, &mut b);
+        #[cfg(not(target_arch = "x86_64"))]
+        quantize_row_q8(&x, &mut b);
+        assert_eq!(a, b, "{isa:?} Q8");
+        let mut a = vec![Q8KBlock::ZERO; x.len() / 256];
+        let mut b = a.clone();
+        quantize_row_q8k(&x, &mut a);
+        #[cfg(target_arch = "x86_64")]
+        super::x86::quantize_row_q8k(isa, &x, &mut b);
+        #[cfg(not(target_arch = "x86_64"))]
+        quantize_row_q8k(&x, &mut b);
+        assert_eq!(a, b, "{isa:?} Q8K");
+    }
+}

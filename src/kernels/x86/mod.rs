@@ -7,6 +7,7 @@
 //! [`run_task`], which checks the CPU features and every bound the unsafe code relies on.
 #![allow(unsafe_code)]
 
+mod quant;
 mod simd;
 mod tiles;
 
@@ -173,4 +174,29 @@ unsafe fn emit<S: Simd, K: Tile, const R: usize>(
         d.out[at..at + d.n].copy_from_slice(&tmp[..d.n]);
     }
     R
+}
+
+/// Quantizes one activation row to [`Q8Block`]s with `isa`'s instructions; the same bits as
+/// [`crate::kernels::quantize_row_q8`].
+pub(crate) fn quantize_row_q8(isa: Isa, x: &[f32], out: &mut [Q8Block]) {
+    assert!(isa.is_supported() && x.len() == out.len() * super::quantize::QK8);
+    // SAFETY: the CPU has the features of the function called (checked above); the functions
+    // touch only `x` and `out`, whose lengths match.
+    unsafe {
+        match isa {
+            Isa::Avx512 | Isa::Avx512Vnni => quant::q8_avx512(x, out),
+            Isa::Avx2 => quant::q8_avx2(x, out),
+            Isa::Scalar => super::quantize::quantize_row_q8(x, out),
+        }
+    }
+}
+
+/// As [`quantize_row_q8`], to [`Q8KBlock`]s.
+pub(crate) fn quantize_row_q8k(isa: Isa, x: &[f32], out: &mut [Q8KBlock]) {
+    assert!(isa.is_supported() && x.len() == out.len() * super::quantize::QKK);
+    match isa {
+        // SAFETY: as in `quantize_row_q8`.
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { quant::q8k_avx512(x, out) },
+        _ => super::quantize::quantize_row_q8k(x, out),
+    }
 }
