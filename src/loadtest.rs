@@ -143,7 +143,7 @@ fn one_request(
                 last = now;
                 n += 1;
             }
-            Event::Finished { .. } => {}
+            Event::Finished { .. } | Event::PromptLogprobs { .. } => {}
             Event::Failed { error, .. } => {
                 tracing::warn!(%error, "bench request failed");
                 return None;

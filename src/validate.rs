@@ -116,9 +116,27 @@ pub fn completion(req: &CompletionRequest, lim: &Limits) -> Result<Vec<Prepared>
         ));
     }
     let logprobs = req.logprobs.map(|n| n as usize);
+    // `echo` with `max_tokens: 0` scores the prompt and generates nothing; `build` refuses 0,
+    // so it sees 1 and the engine gets 0 back.
+    let score_only = req.echo && req.common.max_tokens == Some(0);
+    let max_tokens = if score_only {
+        Some(1)
+    } else {
+        req.common.max_tokens
+    };
     prompts
         .into_iter()
-        .map(|(ids, text)| build(ids, text, req.common.max_tokens, logprobs, &req.common, lim))
+        .map(|(ids, text)| {
+            let mut p = build(ids, text, max_tokens, logprobs, &req.common, lim)?;
+            if req.echo {
+                // Prompt logprobs go with the echoed prompt; scoring only needs them computed.
+                p.valid.prompt_logprobs = logprobs.or(score_only.then_some(0));
+            }
+            if score_only {
+                p.valid.max_tokens = 0;
+            }
+            Ok(p)
+        })
         .collect()
 }
 
@@ -187,6 +205,7 @@ fn build(
             stop_ids,
             n: usize::try_from(n).unwrap_or(usize::MAX),
             priority: 0,
+            prompt_logprobs: None,
         },
         stops,
         prompt_text,
@@ -240,6 +259,30 @@ mod tests {
         let e =
             completion(&req(serde_json::json!({"prompt": "text"})), &lim()).expect_err("no tok");
         assert_eq!(e.parts().0.as_u16(), 400);
+    }
+
+    #[test]
+    fn echo_asks_for_prompt_logprobs_and_allows_max_tokens_zero() {
+        let p = completion(
+            &req(serde_json::json!({"prompt": [1, 2], "echo": true, "logprobs": 2})),
+            &lim(),
+        )
+        .expect("ok");
+        assert_eq!(p[0].valid.prompt_logprobs, Some(2));
+        let r = req(serde_json::json!({"prompt": [1, 2], "echo": true, "max_tokens": 0}));
+        let p = completion(&r, &lim()).expect("ok");
+        assert_eq!(
+            (p[0].valid.max_tokens, p[0].valid.prompt_logprobs),
+            (0, Some(0))
+        );
+        let p = completion(
+            &req(serde_json::json!({"prompt": [1], "logprobs": 2})),
+            &lim(),
+        )
+        .expect("ok");
+        assert_eq!(p[0].valid.prompt_logprobs, None);
+        let r = req(serde_json::json!({"prompt": [1], "max_tokens": 0}));
+        assert!(completion(&r, &lim()).is_err(), "0 without echo");
     }
 
     #[test]

@@ -101,6 +101,12 @@ async fn handle_inner(
     for o in all {
         usage.add(&o);
         match o {
+            Out::Prompt { index, tokens } => {
+                // Scores of the echoed prompt: its tokens start at offset 0.
+                if let Some(lp) = choices.get_mut(index).and_then(|c| c.logprobs.as_mut()) {
+                    completion_logprobs(tok, &tokens, 0, lp);
+                }
+            }
             Out::Delta {
                 index,
                 text,

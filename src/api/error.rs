@@ -111,13 +111,16 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match &e {
             SubmitError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
-            SubmitError::ContextLength { .. } | SubmitError::TooLarge { .. } => {
-                ApiError::ContextLength(e.to_string())
-            }
+            SubmitError::ContextLength { .. }
+            | SubmitError::TooLarge { .. }
+            | SubmitError::InputTooLong { .. } => ApiError::ContextLength(e.to_string()),
             SubmitError::EmptyPrompt => ApiError::invalid(e.to_string(), Some("prompt")),
             SubmitError::InvalidToken { .. } => ApiError::invalid(e.to_string(), Some("prompt")),
             SubmitError::InvalidN { .. } => ApiError::invalid(e.to_string(), Some("n")),
             SubmitError::ZeroMaxTokens => ApiError::invalid(e.to_string(), Some("max_tokens")),
+            SubmitError::PromptLogprobs { .. } => {
+                ApiError::invalid(e.to_string(), Some("logprobs"))
+            }
             SubmitError::Sampling(s) => {
                 let field = match s {
                     crate::engine::sampling::SamplingError::InvalidParam { field, .. } => {

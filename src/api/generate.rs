@@ -2,7 +2,10 @@
 //! and forwards per-choice [`Out`] items on an unbounded channel. The worker never waits on a
 //! client: the engine's channel is unbounded and this task only reads it. When the handler (or
 //! the SSE body) goes away, the next send fails and the task drops the stream, which cancels
-//! the request in the engine. A stop string found here also drops the stream.
+//! the request in the engine. It also watches its channel: when the receiver goes away (the
+//! client disconnected while nothing was being written: queued, or in a long prefill), it
+//! returns at once instead of at the next token. A stop string found here also drops the
+//! stream.
 
 use tokio::sync::mpsc;
 
@@ -21,6 +24,12 @@ pub struct TokenInfo {
 /// What a choice produced. `index` is the response's choice index.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Out {
+    /// The prompt's tokens, scored (`echo` with logprobs): first token's logprob `None`.
+    /// Comes before the choice's first delta.
+    Prompt {
+        index: usize,
+        tokens: Vec<TokenInfo>,
+    },
     Delta {
         index: usize,
         text: String,
@@ -65,8 +74,31 @@ async fn run(
         })
         .collect();
     let mut open = n;
-    while let Some(ev) = stream.recv().await {
+    loop {
+        let ev = tokio::select! {
+            ev = stream.recv() => ev,
+            // The reader left: return, and dropping `stream` cancels the request now.
+            () = tx.closed() => return,
+        };
+        let Some(ev) = ev else { return };
         let outs = match ev {
+            Event::PromptLogprobs { tokens, .. } => {
+                // Scored once (choice 0); the prompt is every choice's.
+                let tokens: Vec<TokenInfo> = tokens
+                    .into_iter()
+                    .map(|t| TokenInfo {
+                        id: t.id,
+                        logprob: t.logprob,
+                        top: t.top_logprobs,
+                    })
+                    .collect();
+                (0..n)
+                    .map(|i| Out::Prompt {
+                        index: i + offset,
+                        tokens: tokens.clone(),
+                    })
+                    .collect()
+            }
             Event::Failed { error, .. } => {
                 let _ = tx.send(Out::Error(error));
                 return;

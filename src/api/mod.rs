@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod generate;
 pub mod health;
@@ -124,6 +125,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
+        .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get_one))
         .route("/tokenize", post(tokenize::tokenize))
@@ -238,8 +240,9 @@ pub async fn collect(
 }
 
 /// An SSE response: the encoder's chunks, `[DONE]` after all `total` choices finished, one
-/// `data: {"error":...}` on a failure. A task feeds the body; when the client goes away its
-/// send fails, it returns, and the engine requests are dropped (cancelled).
+/// `data: {"error":...}` on a failure. A task feeds the body; when the client goes away (hyper
+/// sees the connection close even while nothing is written, and drops the body) the task
+/// returns at once, and the engine requests are dropped (cancelled).
 pub fn sse_response<E: ChunkEncoder>(
     mut outs: BoxStream<'static, Out>,
     mut enc: E,
@@ -255,7 +258,11 @@ pub fn sse_response<E: ChunkEncoder>(
         }
         let mut finished = 0;
         while finished < total {
-            let chunks = match outs.next().await {
+            let out = tokio::select! {
+                out = outs.next() => out,
+                () = tx.closed() => return,
+            };
+            let chunks = match out {
                 Some(Out::Error(e)) => {
                     let _ = tx.send(data(ApiError::Internal(e).body())).await;
                     return;

@@ -90,7 +90,8 @@ pub fn chat_logprobs(tok: Option<&Tokenizer>, tokens: &[TokenInfo]) -> ChatLogpr
     ChatLogprobs { content }
 }
 
-/// Appends legacy-shape logprobs of `tokens`; `offset` is the text offset of the first.
+/// Appends legacy-shape logprobs of `tokens`; `offset` is the text offset of the first. A token
+/// without a logprob (a prompt's first) gets `null` for it and for its alternatives.
 pub fn completion_logprobs(
     tok: Option<&Tokenizer>,
     tokens: &[TokenInfo],
@@ -106,7 +107,7 @@ pub fn completion_logprobs(
             .collect();
         into.tokens.push(text.clone());
         into.token_logprobs.push(t.logprob);
-        into.top_logprobs.push(Some(top));
+        into.top_logprobs.push(t.logprob.map(|_| top));
         into.text_offset.push(offset);
         offset += text.len();
     }
@@ -189,7 +190,7 @@ impl ChunkEncoder for ChatEncoder {
                 logprobs: None,
                 finish_reason: Some(reason.to_string()),
             },
-            Out::Error(_) => return Vec::new(),
+            Out::Prompt { .. } | Out::Error(_) => return Vec::new(),
         };
         vec![self.chunk(vec![choice], None)]
     }
@@ -209,7 +210,8 @@ pub struct CompletionEncoder {
     pub logprobs: bool,
     pub include_usage: bool,
     pub usage: UsageAcc,
-    /// Per choice: the echoed prompt, sent first.
+    /// Per choice: the echoed prompt, sent first (with logprobs: once the prompt's scores
+    /// arrive, in the same chunk).
     pub echo: Vec<Option<String>>,
     /// Per choice: text offset so far.
     pub offsets: Vec<usize>,
@@ -231,6 +233,9 @@ impl CompletionEncoder {
 
 impl ChunkEncoder for CompletionEncoder {
     fn start(&mut self) -> Vec<Json> {
+        if self.logprobs {
+            return Vec::new(); // the echo waits for `Out::Prompt`
+        }
         let echoes: Vec<(usize, String)> = self
             .echo
             .iter()
@@ -257,6 +262,25 @@ impl ChunkEncoder for CompletionEncoder {
     fn on(&mut self, out: Out) -> Vec<Json> {
         self.usage.add(&out);
         let choice = match out {
+            Out::Prompt { index, tokens } => {
+                let Some(text) = self.echo.get(index).cloned().flatten() else {
+                    return Vec::new();
+                };
+                if !self.logprobs {
+                    return Vec::new(); // echoed at the start
+                }
+                let mut lp = CompletionLogprobs::default();
+                completion_logprobs(self.tokenizer.as_deref(), &tokens, 0, &mut lp);
+                if let Some(o) = self.offsets.get_mut(index) {
+                    *o += text.len();
+                }
+                CompletionChoice {
+                    index,
+                    text,
+                    logprobs: Some(lp),
+                    finish_reason: None,
+                }
+            }
             Out::Delta {
                 index,
                 text,

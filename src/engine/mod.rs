@@ -6,8 +6,12 @@
 //! [`EventStream`] of tokens for it. Dropping the stream cancels the request: the worker frees
 //! its sequences and blocks at its next step, whether they are queued, prefilling or decoding.
 //!
+//! [`EngineHandle::embed`] queues the other kind of work, an embedding job ([`embed`]): the same
+//! worker runs it beside generation, against the same queue limits and KV blocks.
+//!
 //! Callers run on any thread (the HTTP layer's tasks); nothing here blocks on the worker.
 
+pub mod embed;
 pub mod kv_cache;
 pub mod sampling;
 pub mod scheduler;
@@ -72,6 +76,11 @@ pub struct ValidRequest {
     pub n: usize,
     /// Higher runs first; FCFS within a priority.
     pub priority: i32,
+    /// `Some(k)`: score the prompt too (`echo` with logprobs): one
+    /// [`Event::PromptLogprobs`] with every prompt token's logprob and its top `k`
+    /// alternatives, before the first token. The prompt is then computed afresh, never taken
+    /// from the prefix cache. With it, `max_tokens` may be 0 (score only).
+    pub prompt_logprobs: Option<usize>,
 }
 
 impl ValidRequest {
@@ -84,6 +93,7 @@ impl ValidRequest {
             stop_ids: Vec::new(),
             n: 1,
             priority: 0,
+            prompt_logprobs: None,
         }
     }
 }
@@ -129,9 +139,25 @@ pub struct Timings {
     pub total: Duration,
 }
 
+/// One prompt token, scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptToken {
+    pub id: u32,
+    /// `None` for the first token (nothing predicts it).
+    pub logprob: Option<f32>,
+    /// The best alternatives at this position, best first (empty for the first token).
+    pub top_logprobs: Vec<TokenLogprob>,
+}
+
 /// What a request's stream yields. `index` is the choice (0..n).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The prompt's tokens, scored (only when [`ValidRequest::prompt_logprobs`] asked; once,
+    /// for choice 0, before its first token: the prompt is the same for every choice).
+    PromptLogprobs {
+        index: usize,
+        tokens: Vec<PromptToken>,
+    },
     Token {
         index: usize,
         id: u32,
@@ -156,6 +182,10 @@ pub enum Event {
 /// What the worker sends; `EventStream` turns it into [`Event`]s (adding text).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum WorkerEvent {
+    PromptLogprobs {
+        index: usize,
+        tokens: Vec<PromptToken>,
+    },
     Token {
         index: usize,
         id: u32,
@@ -197,8 +227,16 @@ pub enum SubmitError {
     InvalidToken { id: u32, vocab: usize },
     #[error("n must be between 1 and {max}, got {n}")]
     InvalidN { n: usize, max: usize },
-    #[error("max_tokens must be at least 1")]
+    #[error("max_tokens must be at least 1 (0 only when scoring the prompt)")]
     ZeroMaxTokens,
+    #[error("input has {tokens} tokens > {what} of {limit} tokens")]
+    InputTooLong {
+        tokens: usize,
+        limit: usize,
+        what: &'static str,
+    },
+    #[error("prompt logprobs: at most {max} alternatives, got {n}")]
+    PromptLogprobs { n: usize, max: usize },
     #[error("{0}")]
     Sampling(#[from] SamplingError),
     #[error("the engine is shutting down")]
@@ -235,6 +273,8 @@ pub(crate) struct Counters {
     step_micros: AtomicU64,
     prefill_tokens: AtomicU64,
     decode_tokens: AtomicU64,
+    embed_jobs: AtomicUsize,
+    embed_tokens: AtomicU64,
 }
 
 /// A snapshot of the engine's counters.
@@ -258,10 +298,15 @@ pub struct EngineStats {
     pub step_micros_total: u64,
     pub prefill_tokens: u64,
     pub decode_tokens: u64,
+    /// Embedding jobs queued or running.
+    pub embed_jobs: usize,
+    /// Tokens run for embeddings.
+    pub embed_tokens: u64,
 }
 
 enum Command {
     Submit(worker::Submission),
+    Embed(embed::EmbedSubmission),
     Shutdown { deadline: Instant },
 }
 
@@ -271,6 +316,7 @@ struct Shared {
     shutting_down: AtomicBool,
     vocab: usize,
     max_context: usize,
+    hidden_size: usize,
     capacity_tokens: usize,
     kv_cache_bytes: u64,
     next_id: AtomicU64,
@@ -343,6 +389,7 @@ impl Engine {
             kv_cache_bytes: cache.bytes() as u64,
             vocab: model.vocab_size(),
             max_context: model.max_context(),
+            hidden_size: model.hidden_size(),
             config: config.clone(),
             counters: Counters::default(),
             shutting_down: AtomicBool::new(false),
@@ -388,24 +435,8 @@ impl EngineHandle {
             return Err(SubmitError::ShuttingDown);
         }
         self.check(&req)?;
-        let c = &s.counters;
         let tokens = req.prompt.len();
-        if c.queued_requests.fetch_add(1, Ordering::SeqCst) >= s.config.max_queue {
-            c.queued_requests.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::QueueFull(format!(
-                "{} requests waiting",
-                s.config.max_queue
-            )));
-        }
-        if c.queued_tokens.fetch_add(tokens, Ordering::SeqCst) + tokens > s.config.max_queue_tokens
-        {
-            c.queued_tokens.fetch_sub(tokens, Ordering::SeqCst);
-            c.queued_requests.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::QueueFull(format!(
-                "more than {} prompt tokens waiting",
-                s.config.max_queue_tokens
-            )));
-        }
+        self.reserve(tokens)?;
         let (etx, erx) = tmpsc::unbounded_channel();
         let n = req.n;
         let prompt_tokens = req.prompt.len();
@@ -416,8 +447,7 @@ impl EngineHandle {
             arrived: Instant::now(),
         };
         if self.tx.send(Command::Submit(sub)).is_err() {
-            c.queued_tokens.fetch_sub(tokens, Ordering::SeqCst);
-            c.queued_requests.fetch_sub(1, Ordering::SeqCst);
+            s.counters.unqueue(tokens);
             return Err(SubmitError::Stopped);
         }
         let decoders = (0..n)
@@ -435,6 +465,69 @@ impl EngineHandle {
         })
     }
 
+    /// Queues an embedding job: each input (token ids) becomes one vector, mean-pooled final
+    /// hidden states, L2-normalised. Fails at once on an empty input, one longer than the
+    /// context or the KV cache, a bad token id, or a full queue (the job takes one request
+    /// place and its tokens). Dropping the returned [`PendingEmbedding`] cancels the job.
+    pub fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<PendingEmbedding, SubmitError> {
+        let s = &self.shared;
+        if s.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
+            return Err(SubmitError::EmptyPrompt);
+        }
+        for input in &inputs {
+            let (tokens, limits) = (
+                input.len(),
+                [
+                    (s.max_context, "the context"),
+                    (s.capacity_tokens, "the KV cache"),
+                ],
+            );
+            if let Some(&(limit, what)) = limits.iter().find(|(l, _)| tokens > *l) {
+                return Err(SubmitError::InputTooLong {
+                    tokens,
+                    limit,
+                    what,
+                });
+            }
+            if let Some(&id) = input.iter().find(|&&t| t as usize >= s.vocab) {
+                return Err(SubmitError::InvalidToken { id, vocab: s.vocab });
+            }
+        }
+        let tokens: usize = inputs.iter().map(Vec::len).sum();
+        self.reserve(tokens)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let sub = embed::EmbedSubmission { inputs, reply };
+        if self.tx.send(Command::Embed(sub)).is_err() {
+            s.counters.unqueue(tokens);
+            return Err(SubmitError::Stopped);
+        }
+        Ok(PendingEmbedding { rx, tokens })
+    }
+
+    /// Takes a place in the admission queue for a request of `tokens` prompt tokens.
+    fn reserve(&self, tokens: usize) -> Result<(), SubmitError> {
+        let (s, c) = (&self.shared, &self.shared.counters);
+        if c.queued_requests.fetch_add(1, Ordering::SeqCst) >= s.config.max_queue {
+            c.queued_requests.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull(format!(
+                "{} requests waiting",
+                s.config.max_queue
+            )));
+        }
+        if c.queued_tokens.fetch_add(tokens, Ordering::SeqCst) + tokens > s.config.max_queue_tokens
+        {
+            c.unqueue(tokens);
+            return Err(SubmitError::QueueFull(format!(
+                "more than {} prompt tokens waiting",
+                s.config.max_queue_tokens
+            )));
+        }
+        Ok(())
+    }
+
     fn check(&self, req: &ValidRequest) -> Result<(), SubmitError> {
         let s = &self.shared;
         if req.prompt.is_empty() {
@@ -446,8 +539,17 @@ impl EngineHandle {
                 max: MAX_N,
             });
         }
-        if req.max_tokens == 0 {
+        if req.max_tokens == 0 && req.prompt_logprobs.is_none() {
             return Err(SubmitError::ZeroMaxTokens);
+        }
+        if let Some(n) = req
+            .prompt_logprobs
+            .filter(|&n| n > sampling::MAX_TOP_LOGPROBS)
+        {
+            return Err(SubmitError::PromptLogprobs {
+                n,
+                max: sampling::MAX_TOP_LOGPROBS,
+            });
         }
         let need = req.prompt.len() + req.max_tokens;
         if need > s.max_context {
@@ -494,6 +596,8 @@ impl EngineHandle {
             step_micros_total: ld64(&c.step_micros),
             prefill_tokens: ld64(&c.prefill_tokens),
             decode_tokens: ld64(&c.decode_tokens),
+            embed_jobs: ld(&c.embed_jobs),
+            embed_tokens: ld64(&c.embed_tokens),
         }
     }
 
@@ -505,6 +609,16 @@ impl EngineHandle {
     /// Tokens the KV cache holds.
     pub fn capacity_tokens(&self) -> usize {
         self.shared.capacity_tokens
+    }
+
+    /// The model's context length.
+    pub fn max_context(&self) -> usize {
+        self.shared.max_context
+    }
+
+    /// The width of the model's hidden states: the length of an embedding.
+    pub fn hidden_size(&self) -> usize {
+        self.shared.hidden_size
     }
 
     /// Stops admitting, lets in-flight requests finish until `grace` has passed, cancels the
@@ -523,6 +637,41 @@ impl EngineHandle {
                 tracing::error!("the engine worker panicked");
             }
         }
+    }
+}
+
+impl Counters {
+    /// Gives back a request's place in the admission queue.
+    fn unqueue(&self, tokens: usize) {
+        self.queued_tokens.fetch_sub(tokens, Ordering::SeqCst);
+        self.queued_requests.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The result of an embedding job to come. Dropping it cancels the job.
+pub struct PendingEmbedding {
+    rx: tokio::sync::oneshot::Receiver<embed::EmbedResult>,
+    tokens: usize,
+}
+
+impl PendingEmbedding {
+    /// Tokens of all inputs together.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// The vectors, one per input in order; `Err` when the job failed or the engine stopped.
+    pub async fn wait(self) -> embed::EmbedResult {
+        self.rx
+            .await
+            .unwrap_or_else(|_| Err("the engine stopped".into()))
+    }
+
+    /// [`PendingEmbedding::wait`] for plain threads (not inside an async runtime).
+    pub fn blocking_wait(self) -> embed::EmbedResult {
+        self.rx
+            .blocking_recv()
+            .unwrap_or_else(|_| Err("the engine stopped".into()))
     }
 }
 
@@ -572,6 +721,9 @@ impl EventStream {
             });
         };
         Some(match ev {
+            WorkerEvent::PromptLogprobs { index, tokens } => {
+                Event::PromptLogprobs { index, tokens }
+            }
             WorkerEvent::Token {
                 index,
                 id,

@@ -668,6 +668,15 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&x| norm.logprob(x)).collect()
 }
 
+/// The logprob of `id` under the raw `logits` and the `n` best alternatives, as the sampler
+/// reports them for a generated token; used to score prompt tokens.
+pub fn score(logits: &[f32], id: u32, n: usize) -> (f32, Vec<TokenLogprob>) {
+    let norm = LogNormaliser::new(logits);
+    let top = top_logprobs(logits, &norm, n, &mut BinaryHeap::new(), &mut Vec::new());
+    let logit = logits.get(id as usize).copied().unwrap_or(f32::NAN);
+    (norm.logprob(logit), top)
+}
+
 /// Index of the largest logit; ties go to the lowest id and NaN never wins (0 for an empty or
 /// all-NaN slice).
 pub fn argmax(logits: &[f32]) -> u32 {

@@ -291,6 +291,12 @@ impl CausalLm for Flaky {
         }
         self.inner.forward(batch, cache)
     }
+    fn forward_hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
+        self.inner.forward_hidden(batch, cache)
+    }
+    fn hidden_size(&self) -> usize {
+        self.inner.hidden_size()
+    }
     fn kv_shape(&self) -> KvShape {
         self.inner.kv_shape()
     }
@@ -592,6 +598,7 @@ fn text_is_detokenized_on_the_callers_side() {
                 seen[index] += 1;
             }
             Event::Finished { .. } => finished += 1,
+            Event::PromptLogprobs { .. } => {}
             Event::Failed { error, .. } => panic!("{error}"),
         }
     }
@@ -599,3 +606,5 @@ fn text_is_detokenized_on_the_callers_side() {
     assert_eq!(finished, 2);
     engine.shutdown(Duration::from_secs(5));
 }
+
+mod scoring;

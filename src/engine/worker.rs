@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::embed::{EmbedQueue, EmbedSubmission};
 use super::kv_cache::{chain_hash, BlockId, BlockManager};
-use super::sampling::Sampler;
+use super::sampling::{self, Sampler};
 use super::scheduler::{self, Budget, RunningView, SeqId, WaitingView};
 use super::{
-    Command, EngineConfig, FinishReason, Shared, Timings, Usage, ValidRequest, WorkerEvent,
+    Command, EngineConfig, FinishReason, PromptToken, Shared, Timings, Usage, ValidRequest,
+    WorkerEvent,
 };
 use crate::model::{Batch, CausalLm, KvCache, LogitsWanted, SeqChunk};
 
@@ -34,6 +36,8 @@ struct Group {
     prompt_len: usize,
     max_tokens: usize,
     stop_ids: Vec<u32>,
+    /// `Some(k)`: choice 0 scores the prompt, with `k` alternatives per token.
+    prompt_logprobs: Option<usize>,
     arrived: Instant,
     /// Set once choice 0 has its prompt in the cache (or is gone): the other choices may start
     /// and find the prompt's blocks in the prefix index.
@@ -76,6 +80,10 @@ struct Sequence {
     cached_tokens: Option<usize>,
     admitted_at: Option<Instant>,
     first_token_at: Option<Instant>,
+    /// Prompt scoring (choice 0 of a request with `prompt_logprobs`): the tokens scored so
+    /// far, the first one included. Kept across preemption, so a recompute scores only the
+    /// rest; sent as one event when the whole prompt is scored.
+    prompt_scored: Vec<PromptToken>,
 }
 
 pub(crate) struct Worker<M> {
@@ -85,6 +93,7 @@ pub(crate) struct Worker<M> {
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     groups: HashMap<u64, Group>,
+    embeds: EmbedQueue,
     next_seq: SeqId,
     max_batch_tokens: usize,
     max_running: usize,
@@ -114,6 +123,7 @@ impl<M: CausalLm> Worker<M> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             groups: HashMap::new(),
+            embeds: EmbedQueue::default(),
             next_seq: 0,
             max_batch_tokens: config.max_batch_tokens,
             max_running: config.max_running,
@@ -121,7 +131,19 @@ impl<M: CausalLm> Worker<M> {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.running.is_empty()
+        self.waiting.is_empty() && self.running.is_empty() && self.embeds.is_empty()
+    }
+
+    /// Queues an embedding job.
+    pub fn add_embed(&mut self, sub: EmbedSubmission) {
+        self.embeds.push(sub);
+    }
+
+    /// `Some(k)` while `seq` still has prompt tokens to score.
+    fn scores_prompt(&self, seq: &Sequence) -> Option<usize> {
+        let g = self.groups.get(&seq.group)?;
+        let k = g.prompt_logprobs?;
+        (seq.index == 0 && seq.prompt_scored.len() < g.prompt_len).then_some(k)
     }
 
     #[cfg(test)]
@@ -149,6 +171,7 @@ impl<M: CausalLm> Worker<M> {
                 prompt_len: req.prompt.len(),
                 max_tokens: req.max_tokens,
                 stop_ids: req.stop_ids,
+                prompt_logprobs: req.prompt_logprobs,
                 arrived: sub.arrived,
                 leader_prefilled: req.n == 1,
                 admitted: false,
@@ -172,6 +195,7 @@ impl<M: CausalLm> Worker<M> {
                 cached_tokens: None,
                 admitted_at: None,
                 first_token_at: None,
+                prompt_scored: Vec::new(),
             };
             self.next_seq += 1;
             self.enqueue(seq);
@@ -252,8 +276,13 @@ impl<M: CausalLm> Worker<M> {
         self.retire(seq, counters);
     }
 
-    /// Drops every sequence whose client has gone away, in any state.
+    /// Drops every sequence and embedding job whose client has gone away, in any state.
     fn reap_cancelled(&mut self, counters: &super::Counters) {
+        let (gone, unqueue) = self.embeds.reap_cancelled(&mut self.blocks);
+        counters
+            .cancellations
+            .fetch_add(gone as u64, Ordering::Relaxed);
+        unqueue.into_iter().for_each(|t| counters.unqueue(t));
         let closed: Vec<u64> = self
             .groups
             .iter()
@@ -281,6 +310,10 @@ impl<M: CausalLm> Worker<M> {
 
     /// Ends every sequence with `Finished { Cancelled }` (shutdown past its deadline).
     pub fn cancel_all(&mut self, counters: &super::Counters) {
+        let unqueue = self
+            .embeds
+            .fail_all(&mut self.blocks, "cancelled: the engine shut down");
+        unqueue.into_iter().for_each(|t| counters.unqueue(t));
         let all: Vec<Sequence> = self
             .running
             .drain(..)
@@ -314,7 +347,10 @@ impl<M: CausalLm> Worker<M> {
             .map(|s| WaitingView {
                 id: s.id,
                 total: s.tokens.len(),
-                cached_tokens: self.blocks.peek_prefix(&s.tokens) * bs,
+                cached_tokens: match self.scores_prompt(s) {
+                    Some(_) => 0,
+                    None => self.blocks.peek_prefix(&s.tokens) * bs,
+                },
                 ready: s.index == 0 || self.groups.get(&s.group).is_none_or(|g| g.leader_prefilled),
             })
             .collect();
@@ -353,7 +389,10 @@ impl<M: CausalLm> Worker<M> {
         let Some(mut seq) = self.waiting.remove(at) else {
             return;
         };
-        seq.blocks = self.blocks.match_prefix(&seq.tokens);
+        // A prompt to score is computed afresh: cached blocks skip the rows it needs.
+        if self.scores_prompt(&seq).is_none() {
+            seq.blocks = self.blocks.match_prefix(&seq.tokens);
+        }
         seq.computed = seq.blocks.len() * self.blocks.block_size();
         Self::register_blocks(&mut self.blocks, &mut seq);
         seq.cached_tokens.get_or_insert(seq.computed);
@@ -368,6 +407,10 @@ impl<M: CausalLm> Worker<M> {
     pub fn step(&mut self, counters: &super::Counters) -> StepReport {
         let t0 = Instant::now();
         self.reap_cancelled(counters);
+        // Embedding blocks first, so the plan below sees what is left.
+        if let Some(tokens) = self.embeds.reserve(&mut self.blocks) {
+            counters.unqueue(tokens);
+        }
         let (running, waiting) = self.views();
         let budget = Budget {
             max_batch_tokens: self.max_batch_tokens,
@@ -409,7 +452,7 @@ impl<M: CausalLm> Worker<M> {
                 None => {}
             }
         }
-        let report = StepReport {
+        let mut report = StepReport {
             tokens: work.iter().map(|w| w.1).sum(),
             preempted: plan.preempt.clone(),
             admitted: plan.admit.clone(),
@@ -417,24 +460,51 @@ impl<M: CausalLm> Worker<M> {
         if !work.is_empty() {
             self.run_batch(&work, counters);
         }
-        self.publish(counters, t0, !work.is_empty());
+        // Embedding chunks are always `max_batch_tokens` long, whatever else runs: the same
+        // input then gives bit-identical vectors under any load. A step with both does at most
+        // twice the budget.
+        let chunk = self.max_batch_tokens;
+        match self
+            .embeds
+            .step(&self.model, &mut self.cache, &mut self.blocks, chunk)
+        {
+            Ok(n) => {
+                counters.embed_tokens.fetch_add(n as u64, Ordering::Relaxed);
+                report.tokens += n;
+            }
+            Err(error) => {
+                tracing::error!(%error, "embedding step failed");
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.publish(counters, t0, report.tokens > 0);
         report
     }
 
     fn run_batch(&mut self, work: &[(usize, usize)], counters: &super::Counters) {
-        let seqs: Vec<SeqChunk<'_>> = work
+        let modes: Vec<LogitsWanted> = work
             .iter()
             .map(|&(i, n)| {
+                let s = &self.running[i];
+                if self.scores_prompt(s).is_some() {
+                    LogitsWanted::All
+                } else if s.computed + n == s.tokens.len() {
+                    LogitsWanted::Last
+                } else {
+                    LogitsWanted::None
+                }
+            })
+            .collect();
+        let seqs: Vec<SeqChunk<'_>> = work
+            .iter()
+            .zip(&modes)
+            .map(|(&(i, n), &logits)| {
                 let s = &self.running[i];
                 SeqChunk {
                     tokens: &s.tokens[s.computed..s.computed + n],
                     start_pos: s.computed,
                     blocks: &s.blocks,
-                    logits: if s.computed + n == s.tokens.len() {
-                        LogitsWanted::Last
-                    } else {
-                        LogitsWanted::None
-                    },
+                    logits,
                 }
             })
             .collect();
@@ -459,54 +529,13 @@ impl<M: CausalLm> Worker<M> {
         };
         let mut rows = logits.into_iter();
         let mut done: Vec<(SeqId, Result<FinishReason, String>)> = Vec::new();
-        for &(i, n) in work {
-            let s = &mut self.running[i];
-            let decode = n == 1 && s.computed + 1 == s.tokens.len() && s.generated > 0;
-            let counter = if decode {
-                &counters.decode_tokens
-            } else {
-                &counters.prefill_tokens
-            };
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-            s.computed += n;
-            Self::register_blocks(&mut self.blocks, s);
-            if s.index == 0 && s.computed >= s.tokens.len() {
-                if let Some(g) = self.groups.get_mut(&s.group) {
-                    g.leader_prefilled = true;
-                }
-            }
-            if s.computed < s.tokens.len() {
-                continue;
-            }
-            let Some(row) = rows.next() else {
-                done.push((s.id, Err("the model returned too few logit rows".into())));
-                continue;
-            };
-            let tok = match s.sampler.sample(&row) {
-                Ok(t) => t,
-                Err(e) => {
-                    done.push((s.id, Err(format!("sampling failed: {e}"))));
-                    continue;
-                }
-            };
-            s.generated += 1;
-            s.first_token_at.get_or_insert_with(Instant::now);
-            let Some(g) = self.groups.get(&s.group) else {
-                continue;
-            };
-            if g.stop_ids.contains(&tok.id) {
-                done.push((s.id, Ok(FinishReason::Stop)));
-                continue;
-            }
-            let _ = g.events.send(WorkerEvent::Token {
-                index: s.index,
-                id: tok.id,
-                logprob: tok.logprob,
-                top_logprobs: tok.top_logprobs,
-            });
-            s.tokens.push(tok.id);
-            if s.generated >= g.max_tokens || s.tokens.len() >= self.model.max_context() {
-                done.push((s.id, Ok(FinishReason::Length)));
+        for (&(i, n), mode) in work.iter().zip(modes) {
+            let chunk_rows: Vec<Vec<f32>> = rows.by_ref().take(mode.rows(n)).collect();
+            let id = self.running[i].id;
+            if chunk_rows.len() < mode.rows(n) {
+                done.push((id, Err("the model returned too few logit rows".into())));
+            } else if let Some(outcome) = self.advance(i, n, chunk_rows, counters) {
+                done.push((id, outcome));
             }
         }
         for (id, outcome) in done {
@@ -521,6 +550,69 @@ impl<M: CausalLm> Worker<M> {
         }
     }
 
+    /// Moves `running[i]` past a computed chunk of `n` tokens whose logit rows are `rows`:
+    /// scores prompt tokens, and at the end of its tokens samples the next one. `Some` when the
+    /// sequence is done.
+    fn advance(
+        &mut self,
+        i: usize,
+        n: usize,
+        rows: Vec<Vec<f32>>,
+        counters: &super::Counters,
+    ) -> Option<Result<FinishReason, String>> {
+        let score_k = self.scores_prompt(&self.running[i]);
+        let s = &mut self.running[i];
+        let start = s.computed;
+        let decode = n == 1 && s.computed + 1 == s.tokens.len() && s.generated > 0;
+        let counter = if decode {
+            &counters.decode_tokens
+        } else {
+            &counters.prefill_tokens
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        s.computed += n;
+        Self::register_blocks(&mut self.blocks, s);
+        let g = self.groups.get_mut(&s.group)?;
+        if s.index == 0 && s.computed >= s.tokens.len() {
+            g.leader_prefilled = true;
+        }
+        if let Some(k) = score_k {
+            if let Some(tokens) = score_prompt(s, g.prompt_len, start, &rows, k) {
+                let _ = g.events.send(WorkerEvent::PromptLogprobs {
+                    index: s.index,
+                    tokens,
+                });
+            }
+        }
+        if s.computed < s.tokens.len() {
+            return None;
+        }
+        if g.max_tokens == 0 {
+            return Some(Ok(FinishReason::Length)); // scoring only
+        }
+        let row = rows.last()?;
+        let tok = match s.sampler.sample(row) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(format!("sampling failed: {e}"))),
+        };
+        s.generated += 1;
+        s.first_token_at.get_or_insert_with(Instant::now);
+        if g.stop_ids.contains(&tok.id) {
+            return Some(Ok(FinishReason::Stop));
+        }
+        let _ = g.events.send(WorkerEvent::Token {
+            index: s.index,
+            id: tok.id,
+            logprob: tok.logprob,
+            top_logprobs: tok.top_logprobs,
+        });
+        s.tokens.push(tok.id);
+        if s.generated >= g.max_tokens || s.tokens.len() >= self.model.max_context() {
+            return Some(Ok(FinishReason::Length));
+        }
+        None
+    }
+
     fn publish(&self, counters: &super::Counters, t0: Instant, worked: bool) {
         let st = self.blocks.stats();
         counters
@@ -529,6 +621,9 @@ impl<M: CausalLm> Worker<M> {
         counters
             .running
             .store(self.running.len(), Ordering::Relaxed);
+        counters
+            .embed_jobs
+            .store(self.embeds.len(), Ordering::Relaxed);
         counters.kv_blocks_used.store(st.used, Ordering::Relaxed);
         counters
             .prefix_queried_tokens
@@ -545,6 +640,38 @@ impl<M: CausalLm> Worker<M> {
     }
 }
 
+/// Scores the prompt tokens that the rows of a chunk starting at `start` predict (row `j`
+/// predicts the token at `start + j + 1`), skipping those a run before a preemption scored.
+/// Returns every prompt token's score once the whole prompt is scored.
+fn score_prompt(
+    s: &mut Sequence,
+    prompt_len: usize,
+    start: usize,
+    rows: &[Vec<f32>],
+    k: usize,
+) -> Option<Vec<PromptToken>> {
+    if s.prompt_scored.is_empty() {
+        s.prompt_scored.push(PromptToken {
+            id: s.tokens[0],
+            logprob: None,
+            top_logprobs: Vec::new(),
+        });
+    }
+    for (j, row) in rows.iter().enumerate() {
+        let target = start + j + 1;
+        if target < prompt_len && target == s.prompt_scored.len() {
+            let id = s.tokens[target];
+            let (logprob, top_logprobs) = sampling::score(row, id, k);
+            s.prompt_scored.push(PromptToken {
+                id,
+                logprob: Some(logprob),
+                top_logprobs,
+            });
+        }
+    }
+    (s.prompt_scored.len() == prompt_len).then(|| s.prompt_scored.clone())
+}
+
 /// The worker thread's loop.
 pub(crate) fn run<M: CausalLm>(mut w: Worker<M>, rx: Receiver<Command>, shared: &Shared) {
     let counters = &shared.counters;
@@ -552,6 +679,7 @@ pub(crate) fn run<M: CausalLm>(mut w: Worker<M>, rx: Receiver<Command>, shared: 
     let mut disconnected = false;
     let handle = |w: &mut Worker<M>, cmd: Command, deadline: &mut Option<Instant>| match cmd {
         Command::Submit(sub) => w.add(sub),
+        Command::Embed(sub) => w.add_embed(sub),
         Command::Shutdown { deadline: d } => *deadline = Some(d),
     };
     loop {

@@ -368,12 +368,8 @@ impl Llama {
     }
 
     /// Final hidden states (after the output norm) of the rows `batch` asks logits for:
-    /// `[batch.num_logit_rows(), hidden]`.
-    pub fn forward_hidden(
-        &self,
-        batch: &Batch<'_>,
-        cache: &mut KvCache,
-    ) -> Result<Tensor, ModelError> {
+    /// `[batch.num_logit_rows(), hidden]`, in the model's dtype.
+    fn hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
         let step = StepIndex::new(batch, cache, &self.cfg, &self.device)?;
         let eps = self.cfg.rms_norm_eps as f32;
         let mut x = self.embed.index_select(&step.tokens, 0)?;
@@ -395,7 +391,7 @@ impl Llama {
 
 impl CausalLm for Llama {
     fn forward(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
-        let x = self.forward_hidden(batch, cache)?;
+        let x = self.hidden(batch, cache)?;
         if x.dim(0)? == 0 {
             return Ok(Tensor::zeros(
                 (0, self.cfg.vocab_size),
@@ -404,6 +400,14 @@ impl CausalLm for Llama {
             )?);
         }
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    fn forward_hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
+        Ok(self.hidden(batch, cache)?.to_dtype(DType::F32)?)
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
     }
 
     fn kv_shape(&self) -> KvShape {

@@ -101,6 +101,12 @@ pub trait CausalLm: Send {
     /// Runs one step. Returns f32 logits of shape `[batch.num_logit_rows(), vocab]`, rows in
     /// batch order (within a chunk, in token order).
     fn forward(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError>;
+    /// Runs one step like [`CausalLm::forward`] but returns the final hidden states (after the
+    /// output norm, before the LM head) of the same rows: f32 `[batch.num_logit_rows(),
+    /// hidden_size]`. Embeddings pool these.
+    fn forward_hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError>;
+    /// Width of the hidden states [`CausalLm::forward_hidden`] returns.
+    fn hidden_size(&self) -> usize;
     /// The shape of the KV cache this model needs.
     fn kv_shape(&self) -> KvShape;
     fn vocab_size(&self) -> usize;

@@ -34,6 +34,7 @@ fn collect(mut s: wick::engine::EventStream) -> (Vec<u32>, String, Usage) {
                 text.push_str(&t);
             }
             Event::Failed { error, .. } => panic!("request failed: {error}"),
+            Event::PromptLogprobs { .. } => {}
         }
     }
     (toks, text, usage)
