@@ -12,9 +12,15 @@ if [ ! -x "$WICK_BIN" ]; then
   exit 1
 fi
 venv=.venv-e2e
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
+py="$venv/bin/python"
+if [ ! -x "$py" ] && ! python3 -m venv "$venv" >/dev/null 2>&1; then
+  # No venv module (a bare distro Python): install next to the tree with pip --target instead.
+  rm -rf "$venv"
+  py=python3
+  export PYTHONPATH="$PWD/$venv/site${PYTHONPATH:+:$PYTHONPATH}"
+  pip_target=(--target "$venv/site")
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+"$py" -m pip install --quiet --disable-pip-version-check ${pip_target[@]+"${pip_target[@]}"} \
+  -r tests/e2e/requirements.txt
 [ $# -gt 0 ] || set -- tests/e2e
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$py" -m pytest -q -p no:cacheprovider "$@"

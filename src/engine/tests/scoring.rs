@@ -99,6 +99,53 @@ fn max_tokens_zero_scores_the_prompt_and_generates_nothing() {
     assert_all_free(&w);
 }
 
+#[test]
+fn prompt_scores_survive_preemption_and_come_once() {
+    // A long generation runs first; the scoring request comes later (so it is the youngest,
+    // the one preempted) and its prefill outgrows the pool while the first one decodes.
+    let cfg = config(8, 4);
+    let long = ValidRequest::greedy(prompt(20, 0), 40);
+    let scoring = ValidRequest {
+        prompt_logprobs: Some(2),
+        ..ValidRequest::greedy(prompt(30, 1), 3)
+    };
+    let run = |blocks: usize, head_start: usize| {
+        let mut w = worker(tiny(), blocks, &cfg);
+        let c = Counters::default();
+        let mut rxs = vec![submit(&mut w, 0, long.clone())];
+        for _ in 0..head_start {
+            w.step(&c);
+        }
+        rxs.push(submit(&mut w, 1, scoring.clone()));
+        let ev = drain(&mut w, &c, &mut rxs);
+        assert_all_free(&w);
+        (ev, c.preemptions.load(Ordering::Relaxed))
+    };
+    let (want, none) = run(64, 0);
+    assert_eq!(none, 0);
+    let mut preempted = 0;
+    for (blocks, head_start) in [(17, 20), (18, 24), (16, 12), (17, 28)] {
+        let (got, p) = run(blocks, head_start);
+        preempted += p;
+        // Chunk boundaries differ between the runs: equal up to float noise.
+        let (g, w) = (scored(&got[1]), scored(&want[1]));
+        assert_eq!(g.len(), w.len());
+        for (a, b) in g.iter().zip(&w) {
+            assert_eq!(a.id, b.id);
+            let d = (a.logprob.unwrap_or(0.0) - b.logprob.unwrap_or(0.0)).abs();
+            assert!(d < 1e-4, "{blocks} blocks: {d}");
+        }
+        for i in 0..2 {
+            assert_eq!(
+                tokens_of(&got[i], 0),
+                tokens_of(&want[i], 0),
+                "{blocks} blocks"
+            );
+        }
+    }
+    assert!(preempted > 0, "some pool was small enough to preempt");
+}
+
 fn embed(w: &mut Worker<Llama>, inputs: Vec<Vec<u32>>) -> oneshot::Receiver<EmbedResult> {
     let (reply, rx) = oneshot::channel();
     w.add_embed(EmbedSubmission { inputs, reply });
