@@ -305,7 +305,13 @@ pub(crate) mod tests {
                            "kind": {"enum": ["a", "b"]}},
             "required": ["name", "age", "kind"], "additionalProperties": false});
         assert!(g.compile(&Grammar::JsonSchema(schema)).is_ok());
+        let local_ref = serde_json::json!({"$defs": {"p": {"type": "integer"}},
+            "type": "object", "properties": {"x": {"$ref": "#/$defs/p"}}});
+        assert!(g.compile(&Grammar::JsonSchema(local_ref)).is_ok());
         for bad in [
+            serde_json::json!({"type": "array", "uniqueItems": true}),
+            serde_json::json!({"not": {"type": "string"}}),
+            serde_json::json!({"$ref": "https://example.com/schema.json"}),
             serde_json::json!({"type": "strin"}),
             serde_json::json!({"type": "string", "pattern": "(unclosed"}),
             serde_json::json!({"$ref": "#/$defs/missing"}),

@@ -363,4 +363,36 @@ mod tests {
         .expect("parses");
         assert_eq!(flatten_message(&m)["content"], "a\nb");
     }
+
+    #[test]
+    fn response_format_maps_to_a_grammar_or_a_400() {
+        use serde_json::json;
+        assert_eq!(response_format(None).expect("ok"), None);
+        assert_eq!(
+            response_format(Some(&json!({"type": "text"}))).expect("ok"),
+            None
+        );
+        assert_eq!(
+            response_format(Some(&json!({"type": "json_object"}))).expect("ok"),
+            Some(Grammar::JsonObject)
+        );
+        let s = json!({"type": "object"});
+        let v = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": s, "strict": true}});
+        assert_eq!(
+            response_format(Some(&v)).expect("ok"),
+            Some(Grammar::JsonSchema(s))
+        );
+        for bad in [
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+            json!({"type": "json_schema", "json_schema": {"schema": "str"}}),
+            json!({"type": "xml"}),
+            json!("json_object"),
+        ] {
+            let e = response_format(Some(&bad)).expect_err("400");
+            assert!(
+                matches!(&e, ApiError::InvalidRequest { param: Some(p), .. } if p == "response_format"),
+                "{bad} -> {e:?}"
+            );
+        }
+    }
 }

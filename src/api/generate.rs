@@ -207,3 +207,72 @@ fn on_text(
     }
     outs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choice(tool_calls: bool) -> Choice {
+        Choice {
+            scanner: StopScanner::new(&[]),
+            tools: tool_calls.then(ToolCallScanner::default),
+            generated: 0,
+            done: false,
+        }
+    }
+
+    fn tok() -> Vec<TokenInfo> {
+        vec![TokenInfo {
+            id: 1,
+            logprob: None,
+            top: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn parsed_calls_become_tool_call_outs_and_finish_with_tool_calls() {
+        let mut c = choice(true);
+        let mut outs = on_text(&mut c, 0, "<tool_call>\n{\"name\": \"f\", ", tok(), None);
+        // The tag is held: only the token (for logprobs) goes out, with no text.
+        assert!(matches!(&outs[..], [Out::Delta { text, .. }] if text.is_empty()));
+        outs = on_text(&mut c, 0, "\"arguments\": {}}\n</tool_call>", tok(), None);
+        outs.extend(on_text(&mut c, 0, "", Vec::new(), Some(("stop", 0))));
+        let calls: Vec<_> = outs
+            .iter()
+            .filter_map(|o| match o {
+                Out::ToolCall { call, parsed, .. } => Some((*call, parsed.name.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(calls, [(0, "f")]);
+        assert!(matches!(
+            outs.last(),
+            Some(Out::Finish {
+                reason: "tool_calls",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn length_stays_length_and_text_without_calls_stays_stop() {
+        let mut c = choice(true);
+        let outs = on_text(&mut c, 0, "<tool_call>{\"na", tok(), Some(("length", 0)));
+        assert!(matches!(
+            outs.last(),
+            Some(Out::Finish {
+                reason: "length",
+                ..
+            })
+        ));
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Out::Delta { text, .. } if text == "<tool_call>{\"na")));
+        let mut c = choice(true);
+        let outs = on_text(&mut c, 0, "plain", tok(), Some(("stop", 0)));
+        assert!(matches!(
+            outs.last(),
+            Some(Out::Finish { reason: "stop", .. })
+        ));
+    }
+}
