@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 /// Shared command-line groups and their validation (engine limits).
 pub mod config;
+/// Grammar-constrained decoding (llguidance): compiled on the HTTP side, stepped by the worker.
+pub mod constraint;
 /// The continuous-batching engine: worker thread, scheduler, block manager, sampling.
 pub mod engine;
 /// Quantized matmul kernels for the CPU (AVX2 / AVX-512 / scalar) and their thread pool.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use candle_core::DType;
 use tokio::sync::mpsc as tmpsc;
 
+use crate::constraint::Constraint;
 use crate::model::{CausalLm, KvCache, KvCacheConfig, ModelError};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use sampling::{SamplingError, SamplingParams, TokenLogprob};
@@ -72,6 +73,9 @@ pub struct ValidRequest {
     pub n: usize,
     /// Higher runs first; FCFS within a priority.
     pub priority: i32,
+    /// The grammar the output must follow (`response_format`, forced tool calls), compiled
+    /// on the HTTP side; each choice steps its own copy.
+    pub constraint: Option<Constraint>,
 }
 
 impl ValidRequest {
@@ -84,6 +88,7 @@ impl ValidRequest {
             stop_ids: Vec::new(),
             n: 1,
             priority: 0,
+            constraint: None,
         }
     }
 }

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::kv_cache::{chain_hash, BlockId, BlockManager};
-use super::sampling::Sampler;
+use super::sampling::{SampledToken, Sampler};
 use super::scheduler::{self, Budget, RunningView, SeqId, WaitingView};
 use super::{
     Command, EngineConfig, FinishReason, Shared, Timings, Usage, ValidRequest, WorkerEvent,
 };
+use crate::constraint::Constraint;
 use crate::model::{Batch, CausalLm, KvCache, LogitsWanted, SeqChunk};
 
 /// A request on its way to the worker.
@@ -71,11 +72,26 @@ struct Sequence {
     /// Chain hashes of the full blocks registered so far.
     hashes: Vec<u64>,
     sampler: Sampler,
+    /// The grammar state, advanced past every generated token. Preemption keeps it with the
+    /// tokens: recomputing K/V never re-feeds it.
+    constraint: Option<Constraint>,
     generated: usize,
     /// Prefix-cache hit of the first admission (what usage reports).
     cached_tokens: Option<usize>,
     admitted_at: Option<Instant>,
     first_token_at: Option<Instant>,
+}
+
+impl Sequence {
+    /// Samples the next token from `row` (`[vocab]` logits), masked by the constraint first.
+    fn next_token(&mut self, row: &mut [f32]) -> Result<SampledToken, String> {
+        if let Some(c) = self.constraint.as_mut() {
+            c.apply(row).map_err(|e| e.to_string())?;
+        }
+        self.sampler
+            .sample(row)
+            .map_err(|e| format!("sampling failed: {e}"))
+    }
 }
 
 pub(crate) struct Worker<M> {
@@ -168,6 +184,7 @@ impl<M: CausalLm> Worker<M> {
                 blocks: Vec::new(),
                 hashes: Vec::new(),
                 sampler: Sampler::new(params, &req.prompt),
+                constraint: req.constraint.clone(),
                 generated: 0,
                 cached_tokens: None,
                 admitted_at: None,
@@ -478,14 +495,14 @@ impl<M: CausalLm> Worker<M> {
             if s.computed < s.tokens.len() {
                 continue;
             }
-            let Some(row) = rows.next() else {
+            let Some(mut row) = rows.next() else {
                 done.push((s.id, Err("the model returned too few logit rows".into())));
                 continue;
             };
-            let tok = match s.sampler.sample(&row) {
+            let tok = match s.next_token(&mut row) {
                 Ok(t) => t,
                 Err(e) => {
-                    done.push((s.id, Err(format!("sampling failed: {e}"))));
+                    done.push((s.id, Err(e)));
                     continue;
                 }
             };
@@ -498,6 +515,10 @@ impl<M: CausalLm> Worker<M> {
                 done.push((s.id, Ok(FinishReason::Stop)));
                 continue;
             }
+            if let Some(Err(e)) = s.constraint.as_mut().map(|c| c.commit(tok.id)) {
+                done.push((s.id, Err(e.to_string())));
+                continue;
+            }
             let _ = g.events.send(WorkerEvent::Token {
                 index: s.index,
                 id: tok.id,
@@ -505,7 +526,10 @@ impl<M: CausalLm> Worker<M> {
                 top_logprobs: tok.top_logprobs,
             });
             s.tokens.push(tok.id);
-            if s.generated >= g.max_tokens || s.tokens.len() >= self.model.max_context() {
+            if s.constraint.as_ref().is_some_and(Constraint::is_finished) {
+                // The grammar is complete: nothing but a stop token could follow.
+                done.push((s.id, Ok(FinishReason::Stop)));
+            } else if s.generated >= g.max_tokens || s.tokens.len() >= self.model.max_context() {
                 done.push((s.id, Ok(FinishReason::Length)));
             }
         }

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod common;
+mod constrained;
 mod engine;
 mod model_reference;
 mod tokenizer_reference;
