@@ -19,6 +19,8 @@ pub mod loadtest;
 pub mod model;
 /// `wick serve`: bind, load, serve, drain on SIGTERM.
 pub mod server;
+/// `wick speed`: raw forward speed (prefill, decode, batched decode), llama-bench style.
+pub mod speed;
 /// Logging set-up.
 pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.
