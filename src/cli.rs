@@ -51,6 +51,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(ServeArgs),
+    /// Raw forward speed: prefill, decode and batched decode tok/s, as llama-bench measures.
+    Speed(SpeedArgs),
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +163,36 @@ pub struct BenchArgs {
     pub requests: Option<usize>,
 }
 
+#[derive(Debug, Args)]
+pub struct SpeedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt lengths of the prefill tests, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    pub prefill: Vec<usize>,
+    /// Steps of the single-sequence decode test (0 skips it).
+    #[arg(long, default_value_t = 128)]
+    pub decode: usize,
+    /// Sequences in the batched decode test (0 skips it).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Prompt tokens of each sequence before the batched decode steps.
+    #[arg(long, default_value_t = 128)]
+    pub batch_prompt: usize,
+    /// Steps of the batched decode test.
+    #[arg(long, default_value_t = 64)]
+    pub batch_steps: usize,
+    /// Timed runs per test (the median is reported), after one untimed run.
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// KV cache dtype: f16, bf16 or f32.
+    #[arg(long, default_value = "f16", value_parser = crate::config::parse_dtype)]
+    pub kv_cache_dtype: candle_core::DType,
+    /// One JSON object per test on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -193,6 +225,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Perplexity(args) => run_perplexity(&args),
         Command::Bench(args) => run_bench(&args),
         Command::Serve(args) => crate::server::run(&args),
+        Command::Speed(args) => run_speed(&args),
     }
 }
 
@@ -377,5 +410,53 @@ fn run_bench(args: &BenchArgs) -> Result<(), CliError> {
         st.kv_cache_bytes >> 20
     );
     engine.shutdown(std::time::Duration::from_secs(5));
+    Ok(())
+}
+
+fn run_speed(args: &SpeedArgs) -> Result<(), CliError> {
+    let loaded = load(&args.model)?;
+    let spec = crate::speed::SpeedSpec {
+        prefill: args.prefill.clone(),
+        decode: args.decode,
+        batch: args.batch,
+        batch_prompt: args.batch_prompt,
+        batch_steps: args.batch_steps,
+        repetitions: args.repetitions,
+        block_size: 16,
+        kv_dtype: args.kv_cache_dtype,
+    };
+    let context = args
+        .prefill
+        .iter()
+        .copied()
+        .chain([args.decode, args.batch_prompt + args.batch_steps])
+        .max()
+        .unwrap_or(0);
+    if context > loaded.model.max_context() {
+        return Err(CliError::Config(format!(
+            "the tests reach {context} positions, past the model's context of {}",
+            loaded.model.max_context()
+        )));
+    }
+    let rows = crate::speed::measure(&loaded.model, &spec)
+        .map_err(|e| CliError::Config(format!("forward failed: {e}")))?;
+    if !args.json {
+        println!(
+            "wick speed: {} ({} kernel threads)",
+            loaded.name,
+            crate::kernels::ThreadPool::global().threads()
+        );
+        println!("| test | sequences | tokens | seconds | tok/s |\n|---|---|---|---|---|");
+    }
+    for r in &rows {
+        if args.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            println!(
+                "| {} | {} | {} | {:.3} | {:.1} |",
+                r.test, r.sequences, r.tokens, r.seconds, r.tokens_per_s
+            );
+        }
+    }
     Ok(())
 }

@@ -91,7 +91,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((value * mult) as u64)
 }
 
-fn parse_dtype(s: &str) -> Result<DType, String> {
+pub(crate) fn parse_dtype(s: &str) -> Result<DType, String> {
     match s {
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),

@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 /// Shared command-line groups and their validation (engine limits).
 pub mod config;
+/// Grammar-constrained decoding (llguidance): compiled on the HTTP side, stepped by the worker.
+pub mod constraint;
 /// The continuous-batching engine: worker thread, scheduler, block manager, sampling.
 pub mod engine;
 /// Quantized matmul kernels for the CPU (AVX2 / AVX-512 / scalar) and their thread pool.
@@ -17,6 +19,8 @@ pub mod loadtest;
 pub mod model;
 /// `wick serve`: bind, load, serve, drain on SIGTERM.
 pub mod server;
+/// `wick speed`: raw forward speed (prefill, decode, batched decode), llama-bench style.
+pub mod speed;
 /// Logging set-up.
 pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.

@@ -51,13 +51,13 @@ async fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let max_context = loaded.model.max_context();
     let tokenizer = Arc::new(loaded.tokenizer);
     let engine = Engine::start(loaded.model, Some(tokenizer.clone()), config)?;
-    state.set_ready(Served {
-        max_tokens_total: max_context.min(engine.capacity_tokens()),
-        engine,
-        tokenizer: Some(tokenizer),
-        template: loaded.chat_template.map(Arc::new),
-        max_context,
-    });
+    let template = loaded.chat_template.map(Arc::new);
+    let served = tokio::task::spawn_blocking(move || {
+        Served::new(engine, Some(tokenizer), template, max_context)
+    })
+    .await
+    .map_err(|e| CliError::Config(format!("building the grammar compiler: {e}")))?;
+    state.set_ready(served);
     tracing::info!(model = %loaded.name, "ready");
     server
         .await

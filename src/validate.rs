@@ -1,12 +1,17 @@
-//! Request -> [`ValidRequest`]: flattens messages, renders the chat template, tokenizes, checks
-//! limits and builds the sampling parameters. CPU work: handlers run it on `spawn_blocking`,
-//! never on the engine's worker.
+//! Request -> [`ValidRequest`]: flattens messages, renders the chat template (with the tools),
+//! tokenizes, checks limits, builds the sampling parameters and compiles the output grammar
+//! (`response_format`, forced tool calls). CPU work: handlers run it on `spawn_blocking`, never
+//! on the engine's worker.
+
+use serde_json::Value as Json;
 
 use crate::api::error::ApiError;
 use crate::api::openai::{
     ChatCompletionRequest, ChatMessage, CommonParams, CompletionRequest, MessageContent,
     PromptField,
 };
+use crate::api::tools::{self, Tools};
+use crate::constraint::{ConstraintError, Grammar, GrammarCompiler};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::ValidRequest;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
@@ -19,12 +24,16 @@ pub struct Prepared {
     pub stops: Vec<String>,
     /// The prompt's text (for `echo`).
     pub prompt_text: String,
+    /// Parse `<tool_call>` blocks out of the output (tools given, `tool_choice` not none).
+    pub tool_calls: bool,
 }
 
 /// The model facts validation needs.
 pub struct Limits<'a> {
     pub tokenizer: Option<&'a Tokenizer>,
     pub template: Option<&'a ChatTemplate>,
+    /// Compiles `response_format` and tool grammars; `None` without a tokenizer.
+    pub grammar: Option<&'a GrammarCompiler>,
     /// Tokens a sequence may hold: the context length, capped by the KV cache.
     pub max_tokens_total: usize,
 }
@@ -57,6 +66,17 @@ pub fn flatten_message(m: &ChatMessage) -> serde_json::Value {
 
 /// Renders and tokenizes `messages` (special-token text in the template is parsed).
 pub fn chat_prompt(messages: &[ChatMessage], lim: &Limits) -> Result<(Vec<u32>, String), ApiError> {
+    chat_prompt_with_tools(messages, None, lim)
+}
+
+/// [`chat_prompt`] with `tools`: passed to a template that renders tools, else described in
+/// the system prompt. Tool calls and `tool` messages in the history are rendered as Hermes
+/// text for a template without tool support.
+fn chat_prompt_with_tools(
+    messages: &[ChatMessage],
+    tools: Option<&[Json]>,
+    lim: &Limits,
+) -> Result<(Vec<u32>, String), ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid(
             "messages must not be empty",
@@ -67,9 +87,19 @@ pub fn chat_prompt(messages: &[ChatMessage], lim: &Limits) -> Result<(Vec<u32>, 
     let template = lim
         .template
         .ok_or_else(|| ApiError::invalid("this model has no chat template", Some("messages")))?;
-    let msgs: Vec<_> = messages.iter().map(flatten_message).collect();
+    let mut msgs: Vec<_> = messages.iter().map(flatten_message).collect();
+    let template_tools = if template.uses_tools() {
+        tools::history_for_template(&mut msgs);
+        tools
+    } else {
+        tools::history_as_text(&mut msgs);
+        if let Some(t) = tools {
+            tools::inject_system(&mut msgs, t);
+        }
+        None
+    };
     let text = template
-        .render(&msgs, None, true)
+        .render(&msgs, template_tools, true)
         .map_err(|e| ApiError::invalid(format!("chat template: {e}"), Some("messages")))?;
     let ids = tok
         .encode_prompt(&text, true)
@@ -77,14 +107,95 @@ pub fn chat_prompt(messages: &[ChatMessage], lim: &Limits) -> Result<(Vec<u32>, 
     Ok((ids, text))
 }
 
+/// `response_format` -> the grammar it asks for (`None` for text).
+pub fn response_format(v: Option<&Json>) -> Result<Option<Grammar>, ApiError> {
+    let p = Some("response_format");
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match v.get("type").and_then(Json::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::JsonObject)),
+        Some("json_schema") => {
+            let schema = v
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "response_format.json_schema.schema is required for type json_schema",
+                        p,
+                    )
+                })?;
+            match schema {
+                Json::Object(_) => Ok(Some(Grammar::JsonSchema(schema.clone()))),
+                Json::Bool(true) => Ok(Some(Grammar::JsonSchema(serde_json::json!({})))),
+                other => Err(ApiError::invalid(
+                    format!("response_format.json_schema.schema must be a JSON Schema object, got {other}"),
+                    p,
+                )),
+            }
+        }
+        _ => Err(ApiError::invalid(
+            format!("response_format.type must be \"text\", \"json_object\" or \"json_schema\", got {v}"),
+            p,
+        )),
+    }
+}
+
+/// Compiles `grammar`; a schema llguidance rejects is a 400 naming `param`.
+fn compile(
+    lim: &Limits,
+    grammar: &Grammar,
+    param: &str,
+) -> Result<crate::constraint::Constraint, ApiError> {
+    let compiler = lim.grammar.ok_or_else(|| {
+        ApiError::invalid(
+            "constrained output needs the model's tokenizer, which this model lacks",
+            Some(param),
+        )
+    })?;
+    compiler.compile(grammar).map_err(|e| match e {
+        ConstraintError::Compile(m) => ApiError::invalid(
+            format!("{param}: unsupported or invalid schema: {m}"),
+            Some(param),
+        ),
+        other => ApiError::Internal(other.to_string()),
+    })
+}
+
+/// `tools`, `tool_choice` and `response_format` -> the tools for the prompt and the output
+/// constraint. A forced call (`required` or a named tool) wins over `response_format`: the
+/// output is then the calls, which cannot also be the requested JSON.
+fn output_rules(
+    req: &ChatCompletionRequest,
+    lim: &Limits,
+) -> Result<(Option<Tools>, Option<crate::constraint::Constraint>), ApiError> {
+    let tools = tools::parse(req.tools.as_ref(), req.tool_choice.as_ref())?;
+    let format = response_format(req.response_format.as_ref())?;
+    for (param, g) in tools.iter().flat_map(Tools::parameter_grammars) {
+        compile(lim, &g, &param)?;
+    }
+    let constraint = match (tools.as_ref().and_then(Tools::forced_grammar), format) {
+        (Some(g), _) => Some(compile(lim, &g, "tool_choice")?),
+        (None, Some(g)) => Some(compile(lim, &g, "response_format")?),
+        (None, None) => None,
+    };
+    Ok((tools.filter(Tools::active), constraint))
+}
+
 pub fn chat(req: &ChatCompletionRequest, lim: &Limits) -> Result<Prepared, ApiError> {
-    let (prompt, text) = chat_prompt(&req.messages, lim)?;
+    let (tools, constraint) = output_rules(req, lim)?;
+    let raw_tools = tools.as_ref().map(Tools::raw);
+    let (prompt, text) = chat_prompt_with_tools(&req.messages, raw_tools.as_deref(), lim)?;
     let logprobs = match req.logprobs {
         Some(true) => Some(req.top_logprobs.unwrap_or(0) as usize),
         _ => None,
     };
     let max = req.max_completion_tokens.or(req.common.max_tokens);
-    build(prompt, text, max, logprobs, &req.common, lim)
+    let mut p = build(prompt, text, max, logprobs, &req.common, lim)?;
+    p.valid.constraint = constraint;
+    p.tool_calls = tools.is_some();
+    Ok(p)
 }
 
 /// One [`Prepared`] per prompt.
@@ -206,9 +317,11 @@ fn build(
             n: usize::try_from(n).unwrap_or(usize::MAX),
             priority: 0,
             prompt_logprobs: None,
+            constraint: None,
         },
         stops,
         prompt_text,
+        tool_calls: false,
     })
 }
 
@@ -220,6 +333,7 @@ mod tests {
         Limits {
             tokenizer: None,
             template: None,
+            grammar: None,
             max_tokens_total: 100,
         }
     }
@@ -291,5 +405,37 @@ mod tests {
             "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}))
         .expect("parses");
         assert_eq!(flatten_message(&m)["content"], "a\nb");
+    }
+
+    #[test]
+    fn response_format_maps_to_a_grammar_or_a_400() {
+        use serde_json::json;
+        assert_eq!(response_format(None).expect("ok"), None);
+        assert_eq!(
+            response_format(Some(&json!({"type": "text"}))).expect("ok"),
+            None
+        );
+        assert_eq!(
+            response_format(Some(&json!({"type": "json_object"}))).expect("ok"),
+            Some(Grammar::JsonObject)
+        );
+        let s = json!({"type": "object"});
+        let v = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": s, "strict": true}});
+        assert_eq!(
+            response_format(Some(&v)).expect("ok"),
+            Some(Grammar::JsonSchema(s))
+        );
+        for bad in [
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+            json!({"type": "json_schema", "json_schema": {"schema": "str"}}),
+            json!({"type": "xml"}),
+            json!("json_object"),
+        ] {
+            let e = response_format(Some(&bad)).expect_err("400");
+            assert!(
+                matches!(&e, ApiError::InvalidRequest { param: Some(p), .. } if p == "response_format"),
+                "{bad} -> {e:?}"
+            );
+        }
     }
 }

@@ -34,6 +34,7 @@ async fn handle_inner(
     let served = state.served()?;
     let tokenizer = served.tokenizer.clone();
     let template = served.template.clone();
+    let grammar = served.grammar.clone();
     let total = served.max_tokens_total;
     let req2 = req.clone();
     let prepared = blocking(move || {
@@ -41,6 +42,7 @@ async fn handle_inner(
             tokenizer: tokenizer.as_deref(),
             template: template.as_deref(),
             max_tokens_total: total,
+            grammar: grammar.as_deref(),
         };
         validate::chat(&req2, &lim)
     })
@@ -48,7 +50,11 @@ async fn handle_inner(
     let n = prepared.valid.n;
     let stream = served.engine.submit(prepared.valid)?;
     let prompt_tokens = stream.prompt_tokens();
-    let outs = merge(vec![generate::spawn(stream, n, 0, prepared.stops)]);
+    let rules = generate::TextRules {
+        stops: prepared.stops,
+        tool_calls: prepared.tool_calls,
+    };
+    let outs = merge(vec![generate::spawn(stream, n, 0, rules)]);
     let meta = Meta {
         id: format!("chatcmpl-{}", rid.0),
         created: unix_now(),
@@ -89,6 +95,7 @@ fn assemble(
     tok: Option<&crate::tokenizer::Tokenizer>,
 ) -> ChatCompletion {
     let mut texts = vec![String::new(); n];
+    let mut calls: Vec<Vec<ToolCallBody>> = vec![Vec::new(); n];
     let mut tokens: Vec<Vec<TokenInfo>> = vec![Vec::new(); n];
     let mut reasons: Vec<Option<String>> = vec![None; n];
     for o in all {
@@ -102,6 +109,14 @@ fn assemble(
                 texts[index].push_str(&text);
                 tokens[index].extend(t);
             }
+            Out::ToolCall { index, parsed, .. } if index < n => calls[index].push(ToolCallBody {
+                id: parsed.id,
+                kind: "function",
+                function: FunctionCallBody {
+                    name: parsed.name,
+                    arguments: parsed.arguments,
+                },
+            }),
             Out::Finish { index, reason, .. } if index < n => {
                 reasons[index] = Some(reason.to_string())
             }
@@ -110,18 +125,23 @@ fn assemble(
     }
     let choices = texts
         .into_iter()
+        .zip(calls)
         .zip(tokens)
         .zip(reasons)
         .enumerate()
-        .map(|(index, ((content, toks), finish_reason))| ChatChoice {
-            index,
-            message: ChatMessageBody {
-                role: "assistant",
-                content,
+        .map(
+            |(index, (((content, calls), toks), finish_reason))| ChatChoice {
+                index,
+                message: ChatMessageBody {
+                    role: "assistant",
+                    // As OpenAI: content null when the message is calls only.
+                    content: (calls.is_empty() || !content.is_empty()).then_some(content),
+                    tool_calls: (!calls.is_empty()).then_some(calls),
+                },
+                logprobs: logprobs.then(|| chat_logprobs(tok, &toks)),
+                finish_reason,
             },
-            logprobs: logprobs.then(|| chat_logprobs(tok, &toks)),
-            finish_reason,
-        })
+        )
         .collect();
     ChatCompletion {
         id: meta.id,

@@ -41,6 +41,7 @@ async fn handle_inner(
             tokenizer: tokenizer.as_deref(),
             template: None,
             max_tokens_total: total,
+            grammar: None,
         };
         validate::completion(&req2, &lim)
     })
@@ -53,7 +54,15 @@ async fn handle_inner(
         // Submitting each prompt; an error drops the streams already made (cancels them).
         let stream = served.engine.submit(p.valid)?;
         prompt_tokens += stream.prompt_tokens();
-        rxs.push(generate::spawn(stream, n, echo.len(), p.stops));
+        rxs.push(generate::spawn(
+            stream,
+            n,
+            echo.len(),
+            generate::TextRules {
+                stops: p.stops,
+                tool_calls: false,
+            },
+        ));
         echo.extend((0..n).map(|_| req.echo.then(|| p.prompt_text.clone())));
     }
     let total = echo.len();
@@ -124,7 +133,8 @@ async fn handle_inner(
                     c.finish_reason = Some(reason.to_string());
                 }
             }
-            Out::Error(_) => {}
+            // Legacy completions take no tools: never produced here.
+            Out::ToolCall { .. } | Out::Error(_) => {}
         }
     }
     Ok(Json(Completion {

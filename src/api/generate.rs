@@ -10,6 +10,7 @@
 use tokio::sync::mpsc;
 
 use super::stop::{Scan, StopScanner};
+use super::tool_parse::{ParsedCall, Piece, ToolCallScanner};
 use crate::engine::sampling::TokenLogprob;
 use crate::engine::{Event, EventStream};
 
@@ -35,6 +36,12 @@ pub enum Out {
         text: String,
         tokens: Vec<TokenInfo>,
     },
+    /// A complete tool call; `call` numbers the choice's calls from 0.
+    ToolCall {
+        index: usize,
+        call: usize,
+        parsed: ParsedCall,
+    },
     Finish {
         index: usize,
         reason: &'static str,
@@ -44,10 +51,19 @@ pub enum Out {
     Error(String),
 }
 
+/// How each choice's text is post-processed.
+#[derive(Debug, Clone, Default)]
+pub struct TextRules {
+    /// Stop strings, excluded from the output.
+    pub stops: Vec<String>,
+    /// Parse `<tool_call>` blocks into [`Out::ToolCall`]s.
+    pub tool_calls: bool,
+}
+
 /// Choices of one engine request, numbered from `offset`.
-pub fn spawn(stream: EventStream, n: usize, offset: usize, stops: Vec<String>) -> Receiver {
+pub fn spawn(stream: EventStream, n: usize, offset: usize, rules: TextRules) -> Receiver {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(stream, n, offset, stops, tx));
+    tokio::spawn(run(stream, n, offset, rules, tx));
     rx
 }
 
@@ -55,6 +71,7 @@ pub type Receiver = mpsc::UnboundedReceiver<Out>;
 
 struct Choice {
     scanner: StopScanner,
+    tools: Option<ToolCallScanner>,
     generated: usize,
     done: bool,
 }
@@ -63,12 +80,13 @@ async fn run(
     mut stream: EventStream,
     n: usize,
     offset: usize,
-    stops: Vec<String>,
+    rules: TextRules,
     tx: mpsc::UnboundedSender<Out>,
 ) {
     let mut choices: Vec<Choice> = (0..n)
         .map(|_| Choice {
-            scanner: StopScanner::new(&stops),
+            scanner: StopScanner::new(&rules.stops),
+            tools: rules.tool_calls.then(ToolCallScanner::default),
             generated: 0,
             done: false,
         })
@@ -165,20 +183,52 @@ fn on_text(
     if finish.is_some() && !stopped {
         emit.push_str(&c.scanner.flush());
     }
+    let ending = stopped || finish.is_some();
     let mut outs = Vec::new();
-    if !emit.is_empty() || !tokens.is_empty() {
-        outs.push(Out::Delta {
-            index,
-            text: emit,
-            tokens,
-        });
+    let mut tokens = Some(tokens);
+    let mut delta = |text: String, outs: &mut Vec<Out>| {
+        let tokens = tokens.take().unwrap_or_default();
+        if !text.is_empty() || !tokens.is_empty() {
+            outs.push(Out::Delta {
+                index,
+                text,
+                tokens,
+            });
+        }
+    };
+    match c.tools.as_mut() {
+        None => delta(emit, &mut outs),
+        Some(sc) => {
+            let mut next = sc.calls();
+            let mut pieces = sc.push(&emit);
+            if ending {
+                pieces.extend(sc.finish());
+            }
+            for p in pieces {
+                match p {
+                    Piece::Text(t) => delta(t, &mut outs),
+                    Piece::Call(parsed) => {
+                        outs.push(Out::ToolCall {
+                            index,
+                            call: next,
+                            parsed,
+                        });
+                        next += 1;
+                    }
+                }
+            }
+        }
     }
+    delta(String::new(), &mut outs);
     let reason = match (stopped, finish) {
         (true, _) => Some(("stop", finish.map_or(0, |f| f.1))),
         (false, Some(f)) => Some(f),
         (false, None) => None,
     };
-    if let Some((reason, cached)) = reason {
+    if let Some((mut reason, cached)) = reason {
+        if reason == "stop" && c.tools.as_ref().is_some_and(|t| t.calls() > 0) {
+            reason = "tool_calls";
+        }
         c.done = true;
         outs.push(Out::Finish {
             index,
@@ -188,4 +238,73 @@ fn on_text(
         });
     }
     outs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choice(tool_calls: bool) -> Choice {
+        Choice {
+            scanner: StopScanner::new(&[]),
+            tools: tool_calls.then(ToolCallScanner::default),
+            generated: 0,
+            done: false,
+        }
+    }
+
+    fn tok() -> Vec<TokenInfo> {
+        vec![TokenInfo {
+            id: 1,
+            logprob: None,
+            top: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn parsed_calls_become_tool_call_outs_and_finish_with_tool_calls() {
+        let mut c = choice(true);
+        let mut outs = on_text(&mut c, 0, "<tool_call>\n{\"name\": \"f\", ", tok(), None);
+        // The tag is held: only the token (for logprobs) goes out, with no text.
+        assert!(matches!(&outs[..], [Out::Delta { text, .. }] if text.is_empty()));
+        outs = on_text(&mut c, 0, "\"arguments\": {}}\n</tool_call>", tok(), None);
+        outs.extend(on_text(&mut c, 0, "", Vec::new(), Some(("stop", 0))));
+        let calls: Vec<_> = outs
+            .iter()
+            .filter_map(|o| match o {
+                Out::ToolCall { call, parsed, .. } => Some((*call, parsed.name.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(calls, [(0, "f")]);
+        assert!(matches!(
+            outs.last(),
+            Some(Out::Finish {
+                reason: "tool_calls",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn length_stays_length_and_text_without_calls_stays_stop() {
+        let mut c = choice(true);
+        let outs = on_text(&mut c, 0, "<tool_call>{\"na", tok(), Some(("length", 0)));
+        assert!(matches!(
+            outs.last(),
+            Some(Out::Finish {
+                reason: "length",
+                ..
+            })
+        ));
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Out::Delta { text, .. } if text == "<tool_call>{\"na")));
+        let mut c = choice(true);
+        let outs = on_text(&mut c, 0, "plain", tok(), Some(("stop", 0)));
+        assert!(matches!(
+            outs.last(),
+            Some(Out::Finish { reason: "stop", .. })
+        ));
+    }
 }

@@ -13,6 +13,8 @@ pub mod openai;
 pub mod sse;
 pub mod stop;
 pub mod tokenize;
+pub mod tool_parse;
+pub mod tools;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +34,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 
+use crate::constraint::GrammarCompiler;
 use crate::engine::EngineHandle;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 use error::ApiError;
@@ -52,6 +55,35 @@ pub struct Served {
     pub max_tokens_total: usize,
     /// The model's context length.
     pub max_context: usize,
+    /// Compiles `response_format` and tool-call grammars over the model's vocabulary; `None`
+    /// without a tokenizer (constrained requests then get a 400).
+    pub grammar: Option<Arc<GrammarCompiler>>,
+}
+
+impl Served {
+    /// Derives the limits and builds the grammar compiler (it indexes the whole vocabulary:
+    /// call it off the async threads).
+    pub fn new(
+        engine: EngineHandle,
+        tokenizer: Option<Arc<Tokenizer>>,
+        template: Option<Arc<ChatTemplate>>,
+        max_context: usize,
+    ) -> Self {
+        let grammar = tokenizer.as_ref().and_then(|t| {
+            GrammarCompiler::from_tokenizer(t.clone())
+                .map_err(|e| tracing::warn!(error = %e, "constrained decoding is off"))
+                .ok()
+                .map(Arc::new)
+        });
+        Self {
+            max_tokens_total: max_context.min(engine.capacity_tokens()),
+            engine,
+            tokenizer,
+            template,
+            max_context,
+            grammar,
+        }
+    }
 }
 
 struct Inner {

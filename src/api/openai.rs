@@ -81,6 +81,12 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<u64>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<u64>,
+    /// `{"type": "text" | "json_object" | "json_schema", ...}`; kept as JSON so that a bad
+    /// shape is a 400 naming `response_format`, checked in validation.
+    pub response_format: Option<Json>,
+    /// Function tools, validated in `tools.rs` (kept as JSON for the same reason).
+    pub tools: Option<Json>,
+    pub tool_choice: Option<Json>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
@@ -171,10 +177,48 @@ pub struct ChatLogprobs {
     pub content: Vec<ChatLogprobBody>,
 }
 
+/// A function call's name and arguments (a JSON string).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FunctionCallBody {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One call in `message.tool_calls`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolCallBody {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCallBody,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatMessageBody {
     pub role: &'static str,
-    pub content: String,
+    /// Null when the message is tool calls only.
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallBody>>,
+}
+
+/// A streamed call fragment: the first for a call carries `id`, `type` and the name with
+/// arguments `""`; later ones carry argument text only.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionDelta,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FunctionDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -202,6 +246,8 @@ pub struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -7,6 +7,7 @@ use serde_json::Value as Json;
 
 use super::generate::{Out, TokenInfo};
 use super::openai::*;
+use super::tool_parse::ParsedCall;
 use crate::tokenizer::Tokenizer;
 
 /// Id, timestamps and names shared by a response's chunks.
@@ -113,6 +114,41 @@ pub fn completion_logprobs(
     }
 }
 
+/// The two deltas of one complete call, as OpenAI streams a call: first `id`, `type`, the name
+/// and arguments `""`; then the arguments.
+pub fn tool_call_deltas(index: usize, call: usize, parsed: ParsedCall) -> Vec<ChatChunkChoice> {
+    let head = ToolCallDelta {
+        index: call,
+        id: Some(parsed.id),
+        kind: Some("function"),
+        function: FunctionDelta {
+            name: Some(parsed.name),
+            arguments: String::new(),
+        },
+    };
+    let args = ToolCallDelta {
+        index: call,
+        id: None,
+        kind: None,
+        function: FunctionDelta {
+            name: None,
+            arguments: parsed.arguments,
+        },
+    };
+    [head, args]
+        .into_iter()
+        .map(|d| ChatChunkChoice {
+            index,
+            delta: Delta {
+                tool_calls: Some(vec![d]),
+                ..Delta::default()
+            },
+            logprobs: None,
+            finish_reason: None,
+        })
+        .collect()
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Json {
     serde_json::to_value(v).unwrap_or(Json::Null)
 }
@@ -148,6 +184,7 @@ impl ChunkEncoder for ChatEncoder {
                 let delta = Delta {
                     role: Some("assistant"),
                     content: Some(String::new()),
+                    tool_calls: None,
                 };
                 let choice = ChatChunkChoice {
                     index,
@@ -177,12 +214,22 @@ impl ChunkEncoder for ChatEncoder {
                 ChatChunkChoice {
                     index,
                     delta: Delta {
-                        role: None,
                         content: Some(text),
+                        ..Delta::default()
                     },
                     logprobs,
                     finish_reason: None,
                 }
+            }
+            Out::ToolCall {
+                index,
+                call,
+                parsed,
+            } => {
+                return tool_call_deltas(index, call, parsed)
+                    .into_iter()
+                    .map(|d| self.chunk(vec![d], None))
+                    .collect()
             }
             Out::Finish { index, reason, .. } => ChatChunkChoice {
                 index,
@@ -305,6 +352,7 @@ impl ChunkEncoder for CompletionEncoder {
                     finish_reason: None,
                 }
             }
+            Out::ToolCall { .. } => return Vec::new(),
             Out::Finish { index, reason, .. } => CompletionChoice {
                 index,
                 text: String::new(),
@@ -373,5 +421,59 @@ mod tests {
             chunks[3]["usage"]["prompt_tokens_details"]["cached_tokens"],
             1
         );
+    }
+
+    #[test]
+    fn a_tool_call_streams_as_a_named_head_then_its_arguments() {
+        let mut enc = ChatEncoder {
+            meta: Meta {
+                id: "c".into(),
+                created: 1,
+                model: "m".into(),
+                fingerprint: "fp".into(),
+            },
+            n: 2,
+            tokenizer: None,
+            logprobs: false,
+            include_usage: false,
+            usage: UsageAcc::default(),
+        };
+        let call = |call, name: &str, args: &str| Out::ToolCall {
+            index: 1,
+            call,
+            parsed: ParsedCall {
+                id: format!("call_{name}"),
+                name: name.into(),
+                arguments: args.into(),
+            },
+        };
+        let mut chunks = enc.on(call(0, "f", r#"{"x":1}"#));
+        chunks.extend(enc.on(call(1, "g", "{}")));
+        chunks.extend(enc.on(Out::Finish {
+            index: 1,
+            reason: "tool_calls",
+            completion_tokens: 9,
+            cached_tokens: 0,
+        }));
+        let deltas: Vec<&Json> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        assert_eq!(chunks.len(), 5);
+        assert!(chunks.iter().all(|c| c["choices"][0]["index"] == 1));
+        assert_eq!(
+            *deltas[0],
+            serde_json::json!({"tool_calls": [{"index": 0, "id": "call_f", "type": "function",
+                "function": {"name": "f", "arguments": ""}}]})
+        );
+        assert_eq!(
+            *deltas[1],
+            serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\":1}"}}]})
+        );
+        assert_eq!(deltas[2]["tool_calls"][0]["index"], 1);
+        assert_eq!(deltas[2]["tool_calls"][0]["function"]["name"], "g");
+        assert!(deltas[0].get("content").is_none());
+        assert_eq!(*deltas[4], serde_json::json!({}));
+        assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert!(chunks[..4]
+            .iter()
+            .all(|c| c["choices"][0]["finish_reason"].is_null()));
     }
 }

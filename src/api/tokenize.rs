@@ -31,6 +31,7 @@ pub async fn tokenize(
                 let lim = Limits {
                     tokenizer: Some(&tok),
                     template: template.as_deref(),
+                    grammar: None,
                     max_tokens_total: max,
                 };
                 chat_prompt(m, &lim).map(|(ids, _)| ids)

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use candle_core::DType;
 use tokio::sync::mpsc as tmpsc;
 
+use crate::constraint::Constraint;
 use crate::model::{CausalLm, KvCache, KvCacheConfig, ModelError};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use sampling::{SamplingError, SamplingParams, TokenLogprob};
@@ -81,6 +82,9 @@ pub struct ValidRequest {
     /// alternatives, before the first token. The prompt is then computed afresh, never taken
     /// from the prefix cache. With it, `max_tokens` may be 0 (score only).
     pub prompt_logprobs: Option<usize>,
+    /// The grammar the output must follow (`response_format`, forced tool calls), compiled
+    /// on the HTTP side; each choice steps its own copy.
+    pub constraint: Option<Constraint>,
 }
 
 impl ValidRequest {
@@ -94,6 +98,7 @@ impl ValidRequest {
             n: 1,
             priority: 0,
             prompt_logprobs: None,
+            constraint: None,
         }
     }
 }

@@ -446,6 +446,138 @@ fn parallel_choices_share_the_prompt_blocks() {
     assert_all_free(&w);
 }
 
+// ---------------------------------------------------------------- constrained decoding
+
+/// A schema with a required string, integer and enum, compiled over the tiny model's
+/// byte-level stand-in vocabulary (id 0 the end token, then printable ASCII).
+fn person_constraint() -> crate::constraint::Constraint {
+    let schema = serde_json::json!({"type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 12},
+                       "age": {"type": "integer", "minimum": 0, "maximum": 150},
+                       "kind": {"enum": ["cat", "dog"]}},
+        "required": ["name", "age", "kind"], "additionalProperties": false});
+    crate::constraint::tests::ascii_compiler(96)
+        .compile(&crate::constraint::Grammar::JsonSchema(schema))
+        .expect("compiles")
+}
+
+fn ascii_text(ids: &[u32]) -> String {
+    let vocab = crate::constraint::tests::ascii_vocab(96);
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&i| vocab[i as usize].clone())
+        .collect();
+    String::from_utf8(bytes).expect("ascii")
+}
+
+fn sampled_person(n: usize, max_tokens: usize, seed: u64) -> ValidRequest {
+    ValidRequest {
+        n,
+        sampling: sampling::SamplingParams {
+            temperature: 1.0,
+            seed: Some(seed),
+            ..sampling::SamplingParams::default()
+        },
+        stop_ids: vec![0],
+        constraint: Some(person_constraint()),
+        ..ValidRequest::greedy(prompt(9, 2), max_tokens)
+    }
+}
+
+#[test]
+fn random_weights_under_a_schema_still_give_valid_json_in_every_choice() {
+    let cfg = config(64, 4);
+    let mut w = worker(tiny(), 128, &cfg);
+    let c = Counters::default();
+    let mut rxs = vec![submit(&mut w, 0, sampled_person(2, 200, 11))];
+    let ev = drain(&mut w, &c, &mut rxs);
+    for i in 0..2 {
+        let text = ascii_text(&tokens_of(&ev[0], i));
+        assert_eq!(finish_of(&ev[0], i).0, FinishReason::Stop, "{text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert!(
+            v["name"].as_str().is_some_and(|s| s.chars().count() <= 12),
+            "{text}"
+        );
+        assert!(
+            v["age"]
+                .as_f64()
+                .is_some_and(|a| a.fract() == 0.0 && (0.0..=150.0).contains(&a)),
+            "{text}"
+        );
+        assert!(v["kind"] == "cat" || v["kind"] == "dog", "{text}");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(3), "{text}");
+    }
+    // The same request unconstrained: the random model's text is no JSON at all.
+    let mut rxs = vec![submit(
+        &mut w,
+        1,
+        ValidRequest {
+            constraint: None,
+            ..sampled_person(1, 40, 11)
+        },
+    )];
+    let ev = drain(&mut w, &c, &mut rxs);
+    let text = ascii_text(&tokens_of(&ev[0], 0));
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_err(),
+        "{text:?}"
+    );
+    assert_all_free(&w);
+}
+
+/// max_tokens cuts a constrained choice like any other: finish `length`, and the text is the
+/// grammar's prefix so far (it need not parse).
+#[test]
+fn max_tokens_cuts_a_constrained_choice_with_length() {
+    let cfg = config(64, 4);
+    let mut w = worker(tiny(), 128, &cfg);
+    let c = Counters::default();
+    let mut rxs = vec![submit(&mut w, 0, sampled_person(1, 5, 3))];
+    let ev = drain(&mut w, &c, &mut rxs);
+    let (reason, usage) = finish_of(&ev[0], 0);
+    assert_eq!(reason, FinishReason::Length);
+    assert_eq!(usage.completion_tokens, 5);
+    let text = ascii_text(&tokens_of(&ev[0], 0));
+    assert_eq!(text, "{\"nam", "the grammar's forced start, cut");
+}
+
+/// Preemption recomputes K/V but never re-feeds the matcher: the constrained tokens equal those
+/// of an uninterrupted run, and they are valid.
+#[test]
+fn a_preempted_constrained_sequence_keeps_its_matcher_in_step() {
+    let cfg = config(64, 4);
+    let reqs: Vec<ValidRequest> = (0..3).map(|i| sampled_person(1, 60, 20 + i)).collect();
+    let run = |blocks: usize| {
+        let mut w = worker(tiny(), blocks, &cfg);
+        let c = Counters::default();
+        let mut rxs: Vec<Rx> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| submit(&mut w, i as u64, r.clone()))
+            .collect();
+        let ev = drain(&mut w, &c, &mut rxs);
+        assert_all_free(&w);
+        (ev, c.preemptions.load(Ordering::Relaxed))
+    };
+    let (want, none) = run(128);
+    assert_eq!(none, 0);
+    // 3 sequences of up to 69 tokens need 54 blocks of 4; give them 24.
+    let (got, preempted) = run(24);
+    assert!(preempted > 0, "the small pool preempted");
+    for i in 0..3 {
+        assert_eq!(tokens_of(&got[i], 0), tokens_of(&want[i], 0), "request {i}");
+        if finish_of(&got[i], 0).0 == FinishReason::Stop {
+            let text = ascii_text(&tokens_of(&got[i], 0));
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "{text}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------- the engine thread
 
 #[test]

@@ -14,12 +14,13 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::embed::{EmbedQueue, EmbedSubmission};
 use super::kv_cache::{chain_hash, BlockId, BlockManager};
-use super::sampling::{self, Sampler};
+use super::sampling::{self, SampledToken, Sampler};
 use super::scheduler::{self, Budget, RunningView, SeqId, WaitingView};
 use super::{
     Command, EngineConfig, FinishReason, PromptToken, Shared, Timings, Usage, ValidRequest,
     WorkerEvent,
 };
+use crate::constraint::Constraint;
 use crate::model::{Batch, CausalLm, KvCache, LogitsWanted, SeqChunk};
 
 /// A request on its way to the worker.
@@ -75,6 +76,9 @@ struct Sequence {
     /// Chain hashes of the full blocks registered so far.
     hashes: Vec<u64>,
     sampler: Sampler,
+    /// The grammar state, advanced past every generated token. Preemption keeps it with the
+    /// tokens: recomputing K/V never re-feeds it.
+    constraint: Option<Constraint>,
     generated: usize,
     /// Prefix-cache hit of the first admission (what usage reports).
     cached_tokens: Option<usize>,
@@ -84,6 +88,18 @@ struct Sequence {
     /// far, the first one included. Kept across preemption, so a recompute scores only the
     /// rest; sent as one event when the whole prompt is scored.
     prompt_scored: Vec<PromptToken>,
+}
+
+impl Sequence {
+    /// Samples the next token from `row` (`[vocab]` logits), masked by the constraint first.
+    fn next_token(&mut self, row: &mut [f32]) -> Result<SampledToken, String> {
+        if let Some(c) = self.constraint.as_mut() {
+            c.apply(row).map_err(|e| e.to_string())?;
+        }
+        self.sampler
+            .sample(row)
+            .map_err(|e| format!("sampling failed: {e}"))
+    }
 }
 
 pub(crate) struct Worker<M> {
@@ -191,6 +207,7 @@ impl<M: CausalLm> Worker<M> {
                 blocks: Vec::new(),
                 hashes: Vec::new(),
                 sampler: Sampler::new(params, &req.prompt),
+                constraint: req.constraint.clone(),
                 generated: 0,
                 cached_tokens: None,
                 admitted_at: None,
@@ -557,7 +574,7 @@ impl<M: CausalLm> Worker<M> {
         &mut self,
         i: usize,
         n: usize,
-        rows: Vec<Vec<f32>>,
+        mut rows: Vec<Vec<f32>>,
         counters: &super::Counters,
     ) -> Option<Result<FinishReason, String>> {
         let score_k = self.scores_prompt(&self.running[i]);
@@ -590,15 +607,18 @@ impl<M: CausalLm> Worker<M> {
         if g.max_tokens == 0 {
             return Some(Ok(FinishReason::Length)); // scoring only
         }
-        let row = rows.last()?;
-        let tok = match s.sampler.sample(row) {
+        let mut row = rows.pop()?;
+        let tok = match s.next_token(&mut row) {
             Ok(t) => t,
-            Err(e) => return Some(Err(format!("sampling failed: {e}"))),
+            Err(e) => return Some(Err(e)),
         };
         s.generated += 1;
         s.first_token_at.get_or_insert_with(Instant::now);
         if g.stop_ids.contains(&tok.id) {
             return Some(Ok(FinishReason::Stop));
+        }
+        if let Some(Err(e)) = s.constraint.as_mut().map(|c| c.commit(tok.id)) {
+            return Some(Err(e.to_string()));
         }
         let _ = g.events.send(WorkerEvent::Token {
             index: s.index,
@@ -607,6 +627,10 @@ impl<M: CausalLm> Worker<M> {
             top_logprobs: tok.top_logprobs,
         });
         s.tokens.push(tok.id);
+        if s.constraint.as_ref().is_some_and(Constraint::is_finished) {
+            // The grammar is complete: nothing but a stop token could follow.
+            return Some(Ok(FinishReason::Stop));
+        }
         if s.generated >= g.max_tokens || s.tokens.len() >= self.model.max_context() {
             return Some(Ok(FinishReason::Length));
         }

@@ -6,12 +6,15 @@
 //!   candle's `QMatMul` for everything else.
 //! - [`QuantMatmul`] packs the weights once at load time and runs them on the [`Isa`] detected
 //!   then (AVX-512 VNNI, AVX-512, AVX2, or portable scalar code), split over a [`ThreadPool`].
+//! - [`paged_attention`] is causal attention over the paged KV cache, reading blocks in place
+//!   with an online softmax, GQA-aware, for mixed prefill chunks and decode tokens.
 //! - Results are batch-invariant: a row's outputs are bit-identical whatever else is in the
 //!   batch, however the work is tiled or split over threads, and on every instruction set.
 //!
 //! Runs on whichever thread calls the model, plus the pool's workers. Never allocates per
 //! element, never spins while idle, never splits a reduction across threads.
 
+mod attention;
 mod formats;
 mod isa;
 mod linear;
@@ -25,6 +28,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use attention::{paged_attention, AttentionError, AttnSeq, KvElem, PagedKv};
 pub use formats::WeightType;
 pub use isa::Isa;
 pub use linear::Linear;

@@ -8,7 +8,9 @@
 //! (`block * block_size + offset`) is one contiguous row and a run of positions inside one block
 //! is one contiguous write.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+
+use crate::kernels::{paged_attention, AttnSeq, KvElem, PagedKv, ThreadPool};
 
 use super::ModelError;
 
@@ -170,5 +172,68 @@ impl KvCache {
             k_pool.index_select(slots, 0)?,
             v_pool.index_select(slots, 0)?,
         ))
+    }
+
+    /// Causal attention of `q` (`[tokens, heads, head_dim]` f32, row-major) over `layer`'s
+    /// pools on the CPU, reading every sequence's blocks in place (see
+    /// [`crate::kernels::paged_attention`]): `[tokens, heads, head_dim]` f32. The new tokens'
+    /// K and V must already be written.
+    pub(crate) fn attend_cpu(
+        &self,
+        layer: usize,
+        q: &[f32],
+        seqs: &[AttnSeq<'_>],
+        heads: usize,
+        scale: f32,
+    ) -> Result<Vec<f32>, ModelError> {
+        let (k_pool, v_pool) = &self.layers[layer];
+        let (k_store, k_layout) = k_pool.storage_and_layout();
+        let (v_store, v_layout) = v_pool.storage_and_layout();
+        let (k0, v0) = (k_layout.start_offset(), v_layout.start_offset());
+        let args = (q, seqs, heads, scale);
+        match (&*k_store, &*v_store) {
+            (Storage::Cpu(CpuStorage::F32(k)), Storage::Cpu(CpuStorage::F32(v))) => {
+                self.attend_in(&k[k0..], &v[v0..], args)
+            }
+            (Storage::Cpu(CpuStorage::F16(k)), Storage::Cpu(CpuStorage::F16(v))) => {
+                self.attend_in(&k[k0..], &v[v0..], args)
+            }
+            (Storage::Cpu(CpuStorage::BF16(k)), Storage::Cpu(CpuStorage::BF16(v))) => {
+                self.attend_in(&k[k0..], &v[v0..], args)
+            }
+            _ => Err(ModelError::InvalidBatch(format!(
+                "CPU attention needs f32, f16 or bf16 pools in CPU memory, found {:?} on {:?}",
+                self.config.dtype,
+                k_pool.device()
+            ))),
+        }
+    }
+
+    fn attend_in<T: KvElem>(
+        &self,
+        k: &[T],
+        v: &[T],
+        (q, seqs, heads, scale): (&[f32], &[AttnSeq<'_>], usize, f32),
+    ) -> Result<Vec<f32>, ModelError> {
+        let len = self.config.num_blocks
+            * self.config.block_size
+            * self.shape.num_kv_heads
+            * self.shape.head_dim;
+        let (Some(k), Some(v)) = (k.get(..len), v.get(..len)) else {
+            return Err(ModelError::InvalidBatch(format!(
+                "KV pools hold {} and {} values, the cache needs {len}",
+                k.len(),
+                v.len()
+            )));
+        };
+        let kv = PagedKv {
+            k,
+            v,
+            block_size: self.config.block_size,
+            kv_heads: self.shape.num_kv_heads,
+            head_dim: self.shape.head_dim,
+        };
+        paged_attention(&ThreadPool::global(), q, seqs, kv, heads, scale)
+            .map_err(|e| ModelError::InvalidBatch(e.to_string()))
     }
 }

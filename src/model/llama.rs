@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::kv_cache::{KvCache, KvShape};
 use super::{Batch, CausalLm, LogitsWanted, ModelError};
-use crate::kernels::Linear;
+use crate::kernels::{AttnSeq, Linear};
 
 /// How RoPE pairs up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,41 +323,36 @@ impl Llama {
             )?;
             offset += n;
         }
-        let (kc, vc) = cache.gather(idx, &step.gather_slots)?;
-        let (kc, vc) = (kc.to_dtype(q.dtype())?, vc.to_dtype(q.dtype())?);
         let scale = 1.0 / (hd as f32).sqrt();
-        let out = if self.device.is_cpu() && matches!(q.dtype(), DType::F32 | DType::F16) {
-            candle_nn::attention::flash_attn_varlen_cpu(
-                &q,
-                &kc,
-                &vc,
-                None,
-                &step.seqlens_q,
-                &step.seqlens_k,
-                step.max_q,
-                step.max_k,
-                scale,
-                true,
-                None,
-                None,
-            )?
-        } else {
-            candle_nn::attention::flash_attn_varlen_unfused(
-                &q,
-                &kc,
-                &vc,
-                None,
-                &step.seqlens_q,
-                &step.seqlens_k,
-                step.max_q,
-                step.max_k,
-                scale,
-                true,
-                None,
-                None,
-            )?
+        let out = match &step.gather_slots {
+            // CPU: our kernel reads the blocks in place.
+            None => {
+                let seqs = step.attn_seqs(batch);
+                let qv = q.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let out = cache.attend_cpu(idx, &qv, &seqs, nh, scale)?;
+                Tensor::from_vec(out, (t, nh * hd), &self.device)?.to_dtype(h.dtype())?
+            }
+            Some(slots) => {
+                let (kc, vc) = cache.gather(idx, slots)?;
+                let (kc, vc) = (kc.to_dtype(q.dtype())?, vc.to_dtype(q.dtype())?);
+                candle_nn::attention::flash_attn_varlen_unfused(
+                    &q,
+                    &kc,
+                    &vc,
+                    None,
+                    &step.seqlens_q,
+                    &step.seqlens_k,
+                    step.max_q,
+                    step.max_k,
+                    scale,
+                    true,
+                    None,
+                    None,
+                )?
+                .reshape((t, nh * hd))?
+            }
         };
-        Ok(layer.wo.forward(&out.reshape((t, nh * hd))?)?)
+        Ok(layer.wo.forward(&out)?)
     }
 
     fn mlp(&self, idx: usize, h: &Tensor) -> candle_core::Result<Tensor> {
@@ -433,8 +428,11 @@ struct StepIndex {
     tokens: Tensor,
     /// Position of every token.
     positions: Vec<usize>,
-    /// `[sum of context lengths]` cache slots, sequence after sequence, positions in order.
-    gather_slots: Tensor,
+    /// `[sum of context lengths]` cache slots, sequence after sequence, positions in order;
+    /// only off the CPU, whose attention kernel reads the blocks in place.
+    gather_slots: Option<Tensor>,
+    /// Per sequence: its first token's row in the step.
+    rows: Vec<usize>,
     /// `[B]` new tokens per sequence.
     seqlens_q: Tensor,
     /// `[B]` context length (cached + new) per sequence.
@@ -462,6 +460,7 @@ impl StepIndex {
         let mut tokens = Vec::with_capacity(total);
         let mut positions = Vec::with_capacity(total);
         let mut slots = Vec::new();
+        let mut rows = Vec::with_capacity(batch.seqs.len());
         let (mut seqlens_q, mut seqlens_k) = (Vec::new(), Vec::new());
         let mut logit_rows = Vec::new();
         for (i, s) in batch.seqs.iter().enumerate() {
@@ -494,7 +493,10 @@ impl StepIndex {
             }
             tokens.extend_from_slice(s.tokens);
             positions.extend(s.start_pos..end);
-            slots.extend((0..end).map(|p| cache.slot(s.blocks, p) as u32));
+            rows.push(row0);
+            if !device.is_cpu() {
+                slots.extend((0..end).map(|p| cache.slot(s.blocks, p) as u32));
+            }
             seqlens_q.push(s.tokens.len() as u32);
             seqlens_k.push(end as u32);
         }
@@ -506,7 +508,12 @@ impl StepIndex {
         Ok(Self {
             tokens: Tensor::from_vec(tokens, total, device)?,
             positions,
-            gather_slots: Tensor::from_vec(slots, ns, device)?,
+            gather_slots: if device.is_cpu() {
+                None
+            } else {
+                Some(Tensor::from_vec(slots, ns, device)?)
+            },
+            rows,
             seqlens_q: Tensor::from_vec(seqlens_q, nq, device)?,
             seqlens_k: Tensor::from_vec(seqlens_k, nk, device)?,
             max_q,
@@ -514,5 +521,22 @@ impl StepIndex {
             logit_rows: Tensor::from_vec(logit_rows, n_rows, device)?,
             logit_rows_all,
         })
+    }
+}
+
+impl StepIndex {
+    /// The step's sequences as the CPU attention kernel takes them.
+    fn attn_seqs<'a>(&self, batch: &Batch<'a>) -> Vec<AttnSeq<'a>> {
+        batch
+            .seqs
+            .iter()
+            .zip(&self.rows)
+            .map(|(s, &row)| AttnSeq {
+                row,
+                len: s.tokens.len(),
+                start_pos: s.start_pos,
+                blocks: s.blocks,
+            })
+            .collect()
     }
 }

@@ -55,6 +55,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// Whether the template reads the `tools` variable (renders tool definitions itself).
+    uses_tools: bool,
 }
 
 impl ChatTemplate {
@@ -70,11 +72,22 @@ impl ChatTemplate {
         env.add_filter("tojson", jinja_fns::tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|err| TemplateError::Syntax(err.to_string()))?;
+        let uses_tools = env
+            .get_template(TEMPLATE_NAME)
+            .map(|t| t.undeclared_variables(false).contains("tools"))
+            .unwrap_or(false);
         Ok(Self {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            uses_tools,
         })
+    }
+
+    /// Whether the template renders tool definitions itself (reads `tools`); when it does not,
+    /// the caller describes the tools in the system prompt.
+    pub fn uses_tools(&self) -> bool {
+        self.uses_tools
     }
 
     /// Renders OpenAI-style `messages`; `tools` (JSON tool specs) are passed through as

@@ -320,13 +320,12 @@ async fn queued_requests_whose_clients_leave_are_cancelled_before_any_write() {
     };
     let engine = wick::engine::Engine::start(model, None, config).expect("engine starts");
     let state = AppState::new("tiny", 1 << 20);
-    state.set_ready(wick::api::Served {
-        max_tokens_total: max_context.min(engine.capacity_tokens()),
-        engine: engine.clone(),
-        tokenizer: None,
-        template: None,
+    state.set_ready(wick::api::Served::new(
+        engine.clone(),
+        None,
+        None,
         max_context,
-    });
+    ));
     let server = TestServer::start(state).await;
     let addr = server.url.trim_start_matches("http://").to_string();
     let a = post(

@@ -119,13 +119,7 @@ pub fn tiny_served(config: wick::engine::EngineConfig) -> wick::api::Served {
     );
     let max_context = model.max_context();
     let engine = wick::engine::Engine::start(model, None, config).expect("engine starts");
-    wick::api::Served {
-        max_tokens_total: max_context.min(engine.capacity_tokens()),
-        engine,
-        tokenizer: None,
-        template: None,
-        max_context,
-    }
+    wick::api::Served::new(engine, None, None, max_context)
 }
 
 /// The tiny engine config tests use: a 4 MiB KV cache.
@@ -162,13 +156,13 @@ pub fn real_server_url() -> Option<String> {
                 let engine = wick::engine::Engine::start(loaded.model, Some(tok.clone()), config)
                     .expect("engine starts");
                 let state = wick::api::AppState::new("smol", wick::api::DEFAULT_MAX_BODY_BYTES);
-                state.set_ready(wick::api::Served {
-                    max_tokens_total: max_context.min(engine.capacity_tokens()),
+                let template = loaded.chat_template.map(std::sync::Arc::new);
+                state.set_ready(wick::api::Served::new(
                     engine,
-                    tokenizer: Some(tok),
-                    template: loaded.chat_template.map(std::sync::Arc::new),
+                    Some(tok),
+                    template,
                     max_context,
-                });
+                ));
                 let server = TestServer::start(state).await;
                 tx.send(server.url.clone()).expect("send url");
                 // Serve for the rest of the test binary.

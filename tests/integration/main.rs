@@ -5,6 +5,7 @@ mod api;
 mod api_scoring;
 mod cli;
 mod common;
+mod constrained;
 mod engine;
 mod model_reference;
 mod tokenizer_reference;

@@ -1,0 +1,885 @@
+//! Causal attention over the paged KV cache on the CPU, reading K and V where they lie in
+//! their blocks: no gather, no copy of the context, no dtype conversion of the whole pool.
+//!
+//! A step's queries are `[tokens, heads, head_dim]` f32, sequences back to back, each
+//! sequence a run of new tokens (a prefill chunk or one decode token) at known positions.
+//! The work is split into tasks of (sequence, KV head, tile of up to [`TILE`] query tokens):
+//! every query head of a GQA group shares the K/V rows it reads, and a tile of prefill tokens
+//! shares them too, so a block is widened to f32 once per task, not once per query.
+//!
+//! Per query the softmax is online (flash-style): over the context one cache block at a time,
+//! keeping the running maximum, the running sum and the weighted sum of values. Block
+//! boundaries are absolute positions, and a query only ever touches positions up to its own,
+//! so a query's result is one fixed sequence of operations: bit-identical whatever else is in
+//! the step, whatever the tiling, the thread count or the instruction set (Rust never fuses
+//! `a * b + c`, so wider vectors give the same sums). Runs on the calling thread plus the
+//! kernel pool; never allocates per position.
+
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+
+use super::pool::ThreadPool;
+use super::Isa;
+
+/// Query tokens per task: enough to reuse each widened K/V block many times in a prefill,
+/// few enough that a 512-token chunk still makes dozens of tasks for the pool.
+pub const TILE: usize = 16;
+
+/// Lanes of the dot-product accumulator: a fixed summation order for every instruction set.
+const LANES: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AttentionError {
+    #[error("{heads} query heads are not a multiple of {kv_heads} KV heads")]
+    Heads { heads: usize, kv_heads: usize },
+    #[error(
+        "queries hold {found} values, {tokens} tokens x {heads} heads x {head_dim} need {expected}"
+    )]
+    Queries {
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("sequence {seq} covers query rows {start}..{end}, the step has {tokens}")]
+    Rows {
+        seq: usize,
+        start: usize,
+        end: usize,
+        tokens: usize,
+    },
+    #[error(
+        "sequence {seq} needs {needed} blocks for {positions} positions, its table has {found}"
+    )]
+    Table {
+        seq: usize,
+        positions: usize,
+        needed: usize,
+        found: usize,
+    },
+    #[error("sequence {seq} names block {block}, the pool has {blocks}")]
+    Block {
+        seq: usize,
+        block: u32,
+        blocks: usize,
+    },
+    #[error(
+        "K pool of {k} values and V pool of {v} values are not whole blocks of {block} values"
+    )]
+    Pool { k: usize, v: usize, block: usize },
+}
+
+/// Element types a KV pool may hold.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    /// Widens `src` into `dst` (same length).
+    fn widen(src: &[Self], dst: &mut [f32]);
+}
+
+impl KvElem for f32 {
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl KvElem for f16 {
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+impl KvElem for bf16 {
+    fn widen(src: &[bf16], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+/// One layer's K and V pools, borrowed in place: `[num_blocks * block_size, kv_heads,
+/// head_dim]` each, token-major (the layout of `model::KvCache`).
+#[derive(Clone, Copy)]
+pub struct PagedKv<'a, T> {
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub block_size: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnSeq<'a> {
+    /// Row (token index in the step) of this sequence's first query.
+    pub row: usize,
+    /// New tokens, i.e. queries; their positions are `start_pos..start_pos + len`.
+    pub len: usize,
+    /// Position of the first new token. The context is positions `0..start_pos + len`, whose
+    /// K and V must already be in the cache (the new tokens' included).
+    pub start_pos: usize,
+    /// The sequence's block table: position `p` lives in block `blocks[p / block_size]`.
+    pub blocks: &'a [u32],
+}
+
+/// A task: one sequence, one KV head, query tokens `t0..t1` of the sequence.
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    seq: usize,
+    kv_head: usize,
+    t0: usize,
+    t1: usize,
+}
+
+/// What every task reads.
+struct Ctx<'a, T> {
+    q: &'a [f32],
+    seqs: &'a [AttnSeq<'a>],
+    kv: PagedKv<'a, T>,
+    heads: usize,
+    scale: f32,
+}
+
+/// Causal attention of `q` (`[tokens, heads, head_dim]`, f32) over the cache: returns
+/// `[tokens, heads, head_dim]` f32. `scale` multiplies every score (`1 / sqrt(head_dim)`).
+pub fn paged_attention<T: KvElem>(
+    pool: &ThreadPool,
+    q: &[f32],
+    seqs: &[AttnSeq<'_>],
+    kv: PagedKv<'_, T>,
+    heads: usize,
+    scale: f32,
+) -> Result<Vec<f32>, AttentionError> {
+    let tokens = check(q, seqs, &kv, heads)?;
+    let hd = kv.head_dim;
+    let group = heads / kv.kv_heads;
+    let tasks = plan(seqs, kv.kv_heads);
+    let ctx = Ctx {
+        q,
+        seqs,
+        kv,
+        heads,
+        scale,
+    };
+    let isa = Isa::detect();
+    let results: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
+    pool.run(tasks.len(), &|i| {
+        let _ = results[i].set(run_task(isa, &ctx, tasks[i]));
+    });
+    let mut out = vec![0f32; tokens * heads * hd];
+    for (task, res) in tasks.iter().zip(&results) {
+        let res = res.get().expect("invariant: the pool ran every task");
+        let s = &seqs[task.seq];
+        for (i, t) in (task.t0..task.t1).enumerate() {
+            let at = ((s.row + t) * heads + task.kv_head * group) * hd;
+            out[at..at + group * hd].copy_from_slice(&res[i * group * hd..][..group * hd]);
+        }
+    }
+    Ok(out)
+}
+
+/// Validates the shapes and every block id a task will read; returns the token count.
+fn check<T>(
+    q: &[f32],
+    seqs: &[AttnSeq<'_>],
+    kv: &PagedKv<'_, T>,
+    heads: usize,
+) -> Result<usize, AttentionError> {
+    if kv.kv_heads == 0 || !heads.is_multiple_of(kv.kv_heads) {
+        return Err(AttentionError::Heads {
+            heads,
+            kv_heads: kv.kv_heads,
+        });
+    }
+    let hd = kv.head_dim;
+    let tokens = seqs.iter().map(|s| s.row + s.len).max().unwrap_or(0);
+    let expected = tokens * heads * hd;
+    if q.len() != expected {
+        return Err(AttentionError::Queries {
+            tokens,
+            heads,
+            head_dim: hd,
+            expected,
+            found: q.len(),
+        });
+    }
+    let block = kv.block_size * kv.kv_heads * hd;
+    if block == 0 || kv.k.len() != kv.v.len() || !kv.k.len().is_multiple_of(block) {
+        return Err(AttentionError::Pool {
+            k: kv.k.len(),
+            v: kv.v.len(),
+            block,
+        });
+    }
+    let blocks = kv.k.len() / block;
+    for (i, s) in seqs.iter().enumerate() {
+        let positions = s.start_pos + s.len;
+        let needed = positions.div_ceil(kv.block_size);
+        if s.blocks.len() < needed {
+            return Err(AttentionError::Table {
+                seq: i,
+                positions,
+                needed,
+                found: s.blocks.len(),
+            });
+        }
+        if let Some(&b) = s.blocks[..needed].iter().find(|&&b| b as usize >= blocks) {
+            return Err(AttentionError::Block {
+                seq: i,
+                block: b,
+                blocks,
+            });
+        }
+    }
+    Ok(tokens)
+}
+
+/// Tasks, the costliest first (later tiles attend over longer contexts), so the pool's last
+/// tasks are short ones.
+fn plan(seqs: &[AttnSeq<'_>], kv_heads: usize) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    for (i, s) in seqs.iter().enumerate() {
+        for t0 in (0..s.len).step_by(TILE) {
+            let t1 = (t0 + TILE).min(s.len);
+            for kv_head in 0..kv_heads {
+                tasks.push(Task {
+                    seq: i,
+                    kv_head,
+                    t0,
+                    t1,
+                });
+            }
+        }
+    }
+    let cost = |t: &Task| {
+        let s = &seqs[t.seq];
+        (t.t1 - t.t0) * (s.start_pos + t.t1)
+    };
+    // Stable: equal costs keep their (deterministic) order.
+    tasks.sort_by_key(|t| std::cmp::Reverse(cost(t)));
+    tasks
+}
+
+fn run_task<T: KvElem>(isa: Isa, ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if ctx.kv.head_dim.is_multiple_of(LANES) {
+        if isa >= Isa::Avx512 {
+            // SAFETY: `isa` comes from `Isa::detect` (or the tests' `Isa::supported`), which
+            // only yields families whose features this CPU has.
+            #[allow(unsafe_code)]
+            return unsafe { simd::attend_avx512(ctx, task) };
+        }
+        if isa >= Isa::Avx2 {
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            return unsafe { simd::attend_avx2(ctx, task) };
+        }
+    }
+    let _ = isa;
+    attend::<T, Portable>(ctx, task)
+}
+
+/// The two inner loops, one implementation per instruction set. Every implementation does
+/// each output element's arithmetic in the same order (see [`Portable`]), so they agree to the
+/// bit.
+trait Ops {
+    /// `a · b` (equal lengths).
+    fn dot(a: &[f32], b: &[f32]) -> f32;
+    /// `acc += Σ_j w[j] * v[j * acc.len()..][..acc.len()]`, keys in order.
+    fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32]);
+}
+
+/// Plain Rust. `dot` keeps [`LANES`] partial sums (element `i` goes to lane `i % LANES`),
+/// then adds lane `i + 8` into `i`, `i + 4` into `i`, `i + 2`, `i + 1`: the order a 16-wide
+/// vector and its halving reduction give.
+struct Portable;
+
+impl Ops for Portable {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0f32; LANES];
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            lanes[i % LANES] += x * y;
+        }
+        let mut width = LANES / 2;
+        while width > 0 {
+            for i in 0..width {
+                lanes[i] += lanes[i + width];
+            }
+            width /= 2;
+        }
+        lanes[0]
+    }
+
+    #[inline(always)]
+    fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32]) {
+        let hd = acc.len();
+        for (j, &e) in w.iter().enumerate() {
+            for (x, y) in acc.iter_mut().zip(&v[j * hd..][..hd]) {
+                *x += e * y;
+            }
+        }
+    }
+}
+
+/// Running softmax state of one query.
+struct Online {
+    max: f32,
+    sum: f32,
+}
+
+/// One task: `(t1 - t0) * group` queries against the sequence's context. Returns their
+/// outputs, token-major then head: `[t1 - t0, group, head_dim]`.
+#[inline(always)]
+fn attend<T: KvElem, O: Ops>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
+    let kv = &ctx.kv;
+    let (hd, bs) = (kv.head_dim, kv.block_size);
+    let group = ctx.heads / kv.kv_heads;
+    let s = &ctx.seqs[task.seq];
+    let n_q = (task.t1 - task.t0) * group;
+    let mut state: Vec<Online> = (0..n_q)
+        .map(|_| Online {
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+        })
+        .collect();
+    let mut acc = vec![0f32; n_q * hd];
+    let mut kb = vec![0f32; bs * hd];
+    let mut vb = vec![0f32; bs * hd];
+    let mut scores = vec![0f32; bs];
+    let context = s.start_pos + task.t1;
+    let row_stride = kv.kv_heads * hd;
+    for b in 0..context.div_ceil(bs) {
+        let p0 = b * bs;
+        let n = bs.min(context - p0);
+        let slot0 = s.blocks[b] as usize * bs;
+        for j in 0..n {
+            let at = (slot0 + j) * row_stride + task.kv_head * hd;
+            T::widen(&kv.k[at..at + hd], &mut kb[j * hd..][..hd]);
+            T::widen(&kv.v[at..at + hd], &mut vb[j * hd..][..hd]);
+        }
+        for t in task.t0..task.t1 {
+            let pos = s.start_pos + t;
+            if pos < p0 {
+                // The whole block lies after this query (only in a prefill tile).
+                continue;
+            }
+            let valid = n.min(pos + 1 - p0);
+            for h in 0..group {
+                let qi = (t - task.t0) * group + h;
+                let head = task.kv_head * group + h;
+                let qv = &ctx.q[((s.row + t) * ctx.heads + head) * hd..][..hd];
+                let scores = &mut scores[..valid];
+                let mut block_max = f32::NEG_INFINITY;
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    *sc = O::dot(qv, &kb[j * hd..][..hd]) * ctx.scale;
+                    block_max = block_max.max(*sc);
+                }
+                let st = &mut state[qi];
+                let new_max = st.max.max(block_max);
+                let a = &mut acc[qi * hd..][..hd];
+                if st.max != new_max {
+                    // exp(-inf) = 0 on the first block, where `a` and `sum` are still zero.
+                    let corr = (st.max - new_max).exp();
+                    st.sum *= corr;
+                    a.iter_mut().for_each(|x| *x *= corr);
+                }
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - new_max).exp();
+                    st.sum += *sc;
+                }
+                O::accumulate(a, scores, &vb[..valid * hd]);
+                st.max = new_max;
+            }
+        }
+    }
+    for (st, a) in state.iter().zip(acc.chunks_exact_mut(hd)) {
+        // Every query sees at least its own position, so `sum >= 1`.
+        let inv = 1.0 / st.sum;
+        a.iter_mut().for_each(|x| *x *= inv);
+    }
+    acc
+}
+
+/// The x86-64 loops. Products and sums are separate instructions (no FMA), as in
+/// [`Portable`], and the 16 lanes reduce in its order.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::{attend, Ctx, KvElem, Ops, Task, LANES};
+
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW, AVX2, FMA and F16C; `head_dim % 16 == 0`.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub(super) unsafe fn attend_avx512<T: KvElem>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
+        attend::<T, Avx512>(ctx, task)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `head_dim % 16 == 0`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn attend_avx2<T: KvElem>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
+        attend::<T, Avx2>(ctx, task)
+    }
+
+    struct Avx512;
+
+    impl Ops for Avx512 {
+        #[inline(always)]
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            assert!(a.len() == b.len() && a.len().is_multiple_of(LANES));
+            // SAFETY: only reached from `attend_avx512` (the features are enabled); every
+            // load reads 16 values at `i`, `i + 16 <= len` (asserted lengths).
+            unsafe {
+                let mut s = _mm512_setzero_ps();
+                for i in (0..a.len()).step_by(LANES) {
+                    let p = _mm512_mul_ps(
+                        _mm512_loadu_ps(a.as_ptr().add(i)),
+                        _mm512_loadu_ps(b.as_ptr().add(i)),
+                    );
+                    s = _mm512_add_ps(s, p);
+                }
+                let h = _mm256_add_ps(
+                    _mm512_castps512_ps256(s),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
+                );
+                reduce8(h)
+            }
+        }
+
+        #[inline(always)]
+        fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32]) {
+            let hd = acc.len();
+            assert!(hd.is_multiple_of(LANES) && v.len() >= w.len() * hd);
+            // SAFETY: features as in `dot`; `acc[c..c + 16]` and `v[j * hd + c..][..16]` are
+            // in bounds (`c + 16 <= hd`, `j < w.len()`, asserted lengths).
+            unsafe {
+                for c in (0..hd).step_by(LANES) {
+                    let mut r = _mm512_loadu_ps(acc.as_ptr().add(c));
+                    for (j, &e) in w.iter().enumerate() {
+                        let x = _mm512_loadu_ps(v.as_ptr().add(j * hd + c));
+                        r = _mm512_add_ps(r, _mm512_mul_ps(_mm512_set1_ps(e), x));
+                    }
+                    _mm512_storeu_ps(acc.as_mut_ptr().add(c), r);
+                }
+            }
+        }
+    }
+
+    struct Avx2;
+
+    impl Ops for Avx2 {
+        #[inline(always)]
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            assert!(a.len() == b.len() && a.len().is_multiple_of(LANES));
+            // SAFETY: only reached from `attend_avx2`; loads of 8 at `i` and `i + 8`,
+            // `i + 16 <= len`.
+            unsafe {
+                let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                for i in (0..a.len()).step_by(LANES) {
+                    let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+                    let p_lo = _mm256_mul_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb));
+                    let p_hi =
+                        _mm256_mul_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)));
+                    lo = _mm256_add_ps(lo, p_lo);
+                    hi = _mm256_add_ps(hi, p_hi);
+                }
+                reduce8(_mm256_add_ps(lo, hi))
+            }
+        }
+
+        #[inline(always)]
+        fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32]) {
+            let hd = acc.len();
+            assert!(hd.is_multiple_of(LANES) && v.len() >= w.len() * hd);
+            // SAFETY: as in `Avx512::accumulate`, 8 values at a time.
+            unsafe {
+                for c in (0..hd).step_by(8) {
+                    let mut r = _mm256_loadu_ps(acc.as_ptr().add(c));
+                    for (j, &e) in w.iter().enumerate() {
+                        let x = _mm256_loadu_ps(v.as_ptr().add(j * hd + c));
+                        r = _mm256_add_ps(r, _mm256_mul_ps(_mm256_set1_ps(e), x));
+                    }
+                    _mm256_storeu_ps(acc.as_mut_ptr().add(c), r);
+                }
+            }
+        }
+    }
+
+    /// Lanes 0..8 of a 16-lane sum after its first halving: adds `i + 4`, `i + 2`, `i + 1`.
+    #[inline(always)]
+    fn reduce8(h: __m256) -> f32 {
+        // SAFETY: only inlined into the `target_feature` functions above (AVX is enabled).
+        unsafe {
+            let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+            let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            let o = _mm_add_ss(d, _mm_shuffle_ps::<1>(d, d));
+            _mm_cvtss_f32(o)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Plain attention in f64 over a contiguous context: the oracle.
+    fn reference(
+        q: &[f32],
+        k: &[Vec<f32>],
+        v: &[Vec<f32>],
+        pos: usize,
+        head_dim: usize,
+        scale: f32,
+    ) -> Vec<f32> {
+        let scores: Vec<f64> = (0..=pos)
+            .map(|j| {
+                q.iter()
+                    .zip(&k[j])
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+                    * scale as f64
+            })
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let total: f64 = w.iter().sum();
+        (0..head_dim)
+            .map(|d| (0..=pos).map(|j| w[j] * v[j][d] as f64).sum::<f64>() / total)
+            .map(|x| (x) as f32)
+            .collect()
+    }
+
+    struct Case {
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        block_size: usize,
+        /// (start_pos, new tokens) per sequence.
+        seqs: Vec<(usize, usize)>,
+    }
+
+    /// Random K/V for every sequence's context, written into a shuffled paged pool.
+    struct Built {
+        k_pool: Vec<f32>,
+        v_pool: Vec<f32>,
+        tables: Vec<Vec<u32>>,
+        /// Per sequence, per position, per KV head: the K and V rows.
+        k: Vec<Vec<Vec<Vec<f32>>>>,
+        v: Vec<Vec<Vec<Vec<f32>>>>,
+        q: Vec<f32>,
+    }
+
+    fn build(c: &Case, rng: &mut ChaCha8Rng) -> Built {
+        let total_blocks: usize = c
+            .seqs
+            .iter()
+            .map(|&(s, n)| (s + n).div_ceil(c.block_size))
+            .sum::<usize>()
+            + 3;
+        let mut ids: Vec<u32> = (0..total_blocks as u32).collect();
+        // A scrambled order, so block tables are not contiguous runs.
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.random_range(0..=i));
+        }
+        let row = c.kv_heads * c.head_dim;
+        let mut k_pool = vec![0f32; total_blocks * c.block_size * row];
+        let mut v_pool = k_pool.clone();
+        let mut next = ids.into_iter();
+        let (mut tables, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+        for &(start, n) in &c.seqs {
+            let ctx = start + n;
+            let table: Vec<u32> = (0..ctx.div_ceil(c.block_size))
+                .map(|_| next.next().expect("enough blocks"))
+                .collect();
+            let mut kseq = Vec::new();
+            let mut vseq = Vec::new();
+            for p in 0..ctx {
+                let slot = table[p / c.block_size] as usize * c.block_size + p % c.block_size;
+                let mut kp = Vec::new();
+                let mut vp = Vec::new();
+                for h in 0..c.kv_heads {
+                    let kr: Vec<f32> = (0..c.head_dim)
+                        .map(|_| rng.random_range(-2.0..2.0))
+                        .collect();
+                    let vr: Vec<f32> = (0..c.head_dim)
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    let at = slot * row + h * c.head_dim;
+                    k_pool[at..at + c.head_dim].copy_from_slice(&kr);
+                    v_pool[at..at + c.head_dim].copy_from_slice(&vr);
+                    kp.push(kr);
+                    vp.push(vr);
+                }
+                kseq.push(kp);
+                vseq.push(vp);
+            }
+            tables.push(table);
+            ks.push(kseq);
+            vs.push(vseq);
+        }
+        let tokens: usize = c.seqs.iter().map(|s| s.1).sum();
+        let q = (0..tokens * c.heads * c.head_dim)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        Built {
+            k_pool,
+            v_pool,
+            tables,
+            k: ks,
+            v: vs,
+            q,
+        }
+    }
+
+    fn attn_seqs<'a>(c: &Case, tables: &'a [Vec<u32>]) -> Vec<AttnSeq<'a>> {
+        let mut row = 0;
+        c.seqs
+            .iter()
+            .zip(tables)
+            .map(|(&(start_pos, len), t)| {
+                let s = AttnSeq {
+                    row,
+                    len,
+                    start_pos,
+                    blocks: t,
+                };
+                row += len;
+                s
+            })
+            .collect()
+    }
+
+    fn run(c: &Case, b: &Built, pool: &ThreadPool) -> Vec<f32> {
+        let kv = PagedKv {
+            k: &b.k_pool,
+            v: &b.v_pool,
+            block_size: c.block_size,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        paged_attention(pool, &b.q, &attn_seqs(c, &b.tables), kv, c.heads, scale)
+            .expect("valid case")
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            // Mixed step: a long prefill chunk mid-sequence, decode tokens, a fresh prompt.
+            Case {
+                heads: 9,
+                kv_heads: 3,
+                head_dim: 64,
+                block_size: 16,
+                seqs: vec![(40, 37), (100, 1), (0, 1), (0, 23), (15, 1)],
+            },
+            // Odd head_dim (not a multiple of the lanes), MHA, block size 1.
+            Case {
+                heads: 2,
+                kv_heads: 2,
+                head_dim: 20,
+                block_size: 1,
+                seqs: vec![(3, 5), (0, 2)],
+            },
+            // All heads on one KV head, block size larger than the context.
+            Case {
+                heads: 4,
+                kv_heads: 1,
+                head_dim: 8,
+                block_size: 64,
+                seqs: vec![(0, 17), (5, 1)],
+            },
+        ]
+    }
+
+    #[test]
+    fn matches_plain_attention_on_paged_random_data() {
+        let pool = ThreadPool::new(2);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for c in cases() {
+            let b = build(&c, &mut rng);
+            let out = run(&c, &b, &pool);
+            let scale = 1.0 / (c.head_dim as f32).sqrt();
+            let group = c.heads / c.kv_heads;
+            let mut row = 0;
+            let mut worst = 0f32;
+            for (si, &(start, n)) in c.seqs.iter().enumerate() {
+                for t in 0..n {
+                    for h in 0..c.heads {
+                        let at = ((row + t) * c.heads + h) * c.head_dim;
+                        let kv_h = h / group;
+                        let k: Vec<Vec<f32>> = b.k[si].iter().map(|p| p[kv_h].clone()).collect();
+                        let v: Vec<Vec<f32>> = b.v[si].iter().map(|p| p[kv_h].clone()).collect();
+                        let want = reference(
+                            &b.q[at..at + c.head_dim],
+                            &k,
+                            &v,
+                            start + t,
+                            c.head_dim,
+                            scale,
+                        );
+                        for (x, y) in out[at..at + c.head_dim].iter().zip(&want) {
+                            worst = worst.max((x - y).abs());
+                        }
+                    }
+                }
+                row += n;
+            }
+            assert!(
+                worst < 1e-5,
+                "max |error| {worst} for heads {} head_dim {}",
+                c.heads,
+                c.head_dim
+            );
+        }
+    }
+
+    #[test]
+    fn a_sequence_alone_is_bit_identical_to_it_in_a_batch() {
+        let pool = ThreadPool::new(2);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let c = &cases()[0];
+        let b = build(c, &mut rng);
+        let batched = run(c, &b, &pool);
+        let width = c.heads * c.head_dim;
+        let mut row = 0;
+        for (i, &(start, n)) in c.seqs.iter().enumerate() {
+            let alone = Case {
+                seqs: vec![(start, n)],
+                ..*c
+            };
+            let one = Built {
+                k_pool: b.k_pool.clone(),
+                v_pool: b.v_pool.clone(),
+                tables: vec![b.tables[i].clone()],
+                k: Vec::new(),
+                v: Vec::new(),
+                q: b.q[row * width..(row + n) * width].to_vec(),
+            };
+            let single_thread = ThreadPool::new(1);
+            let out = run(&alone, &one, &single_thread);
+            assert!(
+                out == batched[row * width..(row + n) * width],
+                "sequence {i} differs alone and batched"
+            );
+            // A decode token computed by itself equals the same position inside a prefill.
+            if n > 1 {
+                let last = Case {
+                    seqs: vec![(start + n - 1, 1)],
+                    ..*c
+                };
+                let tail = Built {
+                    q: b.q[(row + n - 1) * width..(row + n) * width].to_vec(),
+                    ..one
+                };
+                let out = run(&last, &tail, &pool);
+                assert!(
+                    out == batched[(row + n - 1) * width..(row + n) * width],
+                    "last token of sequence {i} differs as a decode step"
+                );
+            }
+            row += n;
+        }
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let c = &cases()[0];
+        let b = build(c, &mut rng);
+        let kv = PagedKv {
+            k: &b.k_pool,
+            v: &b.v_pool,
+            block_size: c.block_size,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+        let seqs = attn_seqs(c, &b.tables);
+        let ctx = Ctx {
+            q: &b.q,
+            seqs: &seqs,
+            kv,
+            heads: c.heads,
+            scale: 0.125,
+        };
+        let tasks = plan(&seqs, c.kv_heads);
+        for isa in Isa::supported() {
+            for &t in &tasks {
+                assert!(
+                    run_task(isa, &ctx, t) == attend::<f32, Portable>(&ctx, t),
+                    "{isa:?} differs from portable code on {t:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn half_precision_pools_match_f32_within_rounding() {
+        let pool = ThreadPool::new(2);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let c = &cases()[0];
+        let b = build(c, &mut rng);
+        let want = run(c, &b, &pool);
+        let seqs = attn_seqs(c, &b.tables);
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let k16: Vec<f16> = b.k_pool.iter().map(|&x| f16::from_f32(x)).collect();
+        let v16: Vec<f16> = b.v_pool.iter().map(|&x| f16::from_f32(x)).collect();
+        let kv = PagedKv {
+            k: &k16[..],
+            v: &v16[..],
+            block_size: c.block_size,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+        let got = paged_attention(&pool, &b.q, &seqs, kv, c.heads, scale).expect("valid");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 5e-3, "f16 pool off by {worst}");
+    }
+
+    #[test]
+    fn bad_shapes_and_block_ids_are_errors_not_panics() {
+        let pool = ThreadPool::new(1);
+        let k = vec![0f32; 2 * 4 * 8];
+        let kv = PagedKv {
+            k: &k[..],
+            v: &k[..],
+            block_size: 4,
+            kv_heads: 1,
+            head_dim: 8,
+        };
+        let q = vec![0f32; 2 * 8];
+        let table = [0u32, 1];
+        let seq = |start_pos, blocks| AttnSeq {
+            row: 0,
+            len: 2,
+            start_pos,
+            blocks,
+        };
+        // Positions 0..10 need 3 blocks.
+        assert!(matches!(
+            paged_attention(&pool, &q, &[seq(8, &table)], kv, 1, 1.0),
+            Err(AttentionError::Table { needed: 3, .. })
+        ));
+        assert!(matches!(
+            paged_attention(&pool, &q, &[seq(0, &[5])], kv, 1, 1.0),
+            Err(AttentionError::Block { block: 5, .. })
+        ));
+        assert!(matches!(
+            paged_attention(&pool, &q[..8], &[seq(0, &table)], kv, 1, 1.0),
+            Err(AttentionError::Queries { .. })
+        ));
+        assert!(matches!(
+            paged_attention(&pool, &q, &[seq(0, &table)], kv, 3, 1.0),
+            Err(AttentionError::Heads { .. }) | Err(AttentionError::Queries { .. })
+        ));
+        assert!(paged_attention(&pool, &q, &[seq(0, &table)], kv, 1, 1.0).is_ok());
+    }
+}

@@ -1,0 +1,233 @@
+//! `wick speed`: the model's raw forward speed, as llama.cpp's `llama-bench` measures it, so the
+//! two can be set side by side (`scripts/compare-llamacpp.sh` runs both on the same token ids).
+//!
+//! - prefill N: one N-token prompt into an empty cache, logits for its last token;
+//! - decode N: N steps of one token each from an empty cache, logits every step;
+//! - batched decode B x N: B sequences with a prompt each (not timed), then N steps that each
+//!   take one token of every sequence, logits for all of them.
+//!
+//! Token ids are a fixed pseudo-random sequence ([`bench_tokens`]) that the comparison script
+//! reproduces. No sampling, no engine, no HTTP: the forward pass alone. Runs on the calling
+//! thread (plus the kernels' pool).
+
+use std::time::{Duration, Instant};
+
+use crate::model::{Batch, CausalLm, KvCache, KvCacheConfig, LogitsWanted, ModelError, SeqChunk};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct SpeedSpec {
+    /// Prompt lengths for the prefill tests.
+    pub prefill: Vec<usize>,
+    /// Steps of the single-sequence decode test (0: skip).
+    pub decode: usize,
+    /// Sequences in the batched decode test (0: skip).
+    pub batch: usize,
+    /// Prompt length of each sequence in the batched test.
+    pub batch_prompt: usize,
+    /// Steps of the batched test.
+    pub batch_steps: usize,
+    /// Runs of each test; the median is reported.
+    pub repetitions: usize,
+    /// Tokens per KV cache block.
+    pub block_size: usize,
+    pub kv_dtype: candle_core::DType,
+}
+
+/// One measured test.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpeedRow {
+    /// `prefill`, `decode` or `batched_decode`.
+    pub test: &'static str,
+    /// Sequences per step.
+    pub sequences: usize,
+    /// Tokens per sequence the test times (prompt length, or decode steps).
+    pub tokens: usize,
+    /// Median seconds of one run.
+    pub seconds: f64,
+    /// Tokens processed per second (all sequences).
+    pub tokens_per_s: f64,
+}
+
+/// The ids the speed tests feed: `n` ids for stream `seed`, spread over the vocabulary
+/// above its first 100 ids (where special tokens usually live). The comparison script
+/// computes the same formula.
+pub fn bench_tokens(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+    let span = vocab.saturating_sub(100).max(1);
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) % span + 100) as u32)
+        .collect()
+}
+
+/// Runs every test in `spec`.
+pub fn measure(model: &dyn CausalLm, spec: &SpeedSpec) -> Result<Vec<SpeedRow>, ModelError> {
+    let mut rows = Vec::new();
+    for &n in &spec.prefill {
+        rows.push(prefill(model, spec, n)?);
+    }
+    if spec.decode > 0 {
+        rows.push(decode(model, spec, 1, 0, spec.decode)?);
+    }
+    if spec.batch > 0 && spec.batch_steps > 0 {
+        rows.push(decode(
+            model,
+            spec,
+            spec.batch,
+            spec.batch_prompt,
+            spec.batch_steps,
+        )?);
+    }
+    Ok(rows)
+}
+
+fn cache_for(
+    model: &dyn CausalLm,
+    spec: &SpeedSpec,
+    seqs: usize,
+    tokens: usize,
+) -> Result<(KvCache, Vec<Vec<u32>>), ModelError> {
+    let per_seq = tokens.div_ceil(spec.block_size).max(1);
+    let config = KvCacheConfig {
+        num_blocks: per_seq * seqs,
+        block_size: spec.block_size,
+        dtype: spec.kv_dtype,
+    };
+    let cache = KvCache::new(model.kv_shape(), config, model.device())?;
+    let tables = (0..seqs)
+        .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
+        .collect();
+    Ok((cache, tables))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn row(test: &'static str, sequences: usize, tokens: usize, runs: Vec<Duration>) -> SpeedRow {
+    let seconds = median(runs).as_secs_f64();
+    SpeedRow {
+        test,
+        sequences,
+        tokens,
+        seconds,
+        tokens_per_s: (sequences * tokens) as f64 / seconds.max(1e-12),
+    }
+}
+
+fn prefill(model: &dyn CausalLm, spec: &SpeedSpec, n: usize) -> Result<SpeedRow, ModelError> {
+    let prompt = bench_tokens(n, 0, model.vocab_size());
+    let (mut cache, tables) = cache_for(model, spec, 1, n)?;
+    let mut runs = Vec::new();
+    // One untimed run first: page faults, pool start-up.
+    for rep in 0..=spec.repetitions.max(1) {
+        let t = Instant::now();
+        let seq = SeqChunk {
+            tokens: &prompt,
+            start_pos: 0,
+            blocks: &tables[0],
+            logits: LogitsWanted::Last,
+        };
+        model.forward(&Batch::new(vec![seq]), &mut cache)?;
+        if rep > 0 {
+            runs.push(t.elapsed());
+        }
+    }
+    Ok(row("prefill", 1, n, runs))
+}
+
+/// `seqs` sequences, each prefilled with `prompt` tokens (untimed), then `steps` timed steps.
+fn decode(
+    model: &dyn CausalLm,
+    spec: &SpeedSpec,
+    seqs: usize,
+    prompt: usize,
+    steps: usize,
+) -> Result<SpeedRow, ModelError> {
+    let vocab = model.vocab_size();
+    let streams: Vec<Vec<u32>> = (0..seqs)
+        .map(|s| bench_tokens(prompt + steps, s + 1, vocab))
+        .collect();
+    let (mut cache, tables) = cache_for(model, spec, seqs, prompt + steps)?;
+    let mut runs = Vec::new();
+    for rep in 0..=spec.repetitions.max(1) {
+        if prompt > 0 {
+            for (s, t) in streams.iter().zip(&tables) {
+                let seq = SeqChunk {
+                    tokens: &s[..prompt],
+                    start_pos: 0,
+                    blocks: t,
+                    logits: LogitsWanted::None,
+                };
+                model.forward(&Batch::new(vec![seq]), &mut cache)?;
+            }
+        }
+        let t0 = Instant::now();
+        for step in 0..steps {
+            let pos = prompt + step;
+            let chunks = streams
+                .iter()
+                .zip(&tables)
+                .map(|(s, t)| SeqChunk {
+                    tokens: &s[pos..pos + 1],
+                    start_pos: pos,
+                    blocks: t,
+                    logits: LogitsWanted::Last,
+                })
+                .collect();
+            model.forward(&Batch::new(chunks), &mut cache)?;
+        }
+        if rep > 0 {
+            runs.push(t0.elapsed());
+        }
+    }
+    let test = if seqs == 1 {
+        "decode"
+    } else {
+        "batched_decode"
+    };
+    Ok(row(test, seqs, steps, runs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testing::{random_llama, tiny_config};
+
+    #[test]
+    fn every_test_runs_and_reports_its_token_count() {
+        let model = random_llama(&tiny_config(), 1, None, &candle_core::Device::Cpu);
+        let spec = SpeedSpec {
+            prefill: vec![7, 20],
+            decode: 5,
+            batch: 3,
+            batch_prompt: 4,
+            batch_steps: 6,
+            repetitions: 1,
+            block_size: 4,
+            kv_dtype: candle_core::DType::F32,
+        };
+        let rows = measure(&model, &spec).expect("runs");
+        let got: Vec<(&str, usize, usize)> = rows
+            .iter()
+            .map(|r| (r.test, r.sequences, r.tokens))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("prefill", 1, 7),
+                ("prefill", 1, 20),
+                ("decode", 1, 5),
+                ("batched_decode", 3, 6)
+            ]
+        );
+        assert!(rows.iter().all(|r| r.seconds > 0.0 && r.tokens_per_s > 0.0));
+    }
+
+    #[test]
+    fn bench_tokens_stay_in_the_vocabulary_above_the_specials() {
+        let ids = bench_tokens(1000, 3, 300);
+        assert!(ids.iter().all(|&t| (100..300).contains(&t)));
+        assert_ne!(bench_tokens(10, 1, 49_152), bench_tokens(10, 2, 49_152));
+    }
+}
