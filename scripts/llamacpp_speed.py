@@ -22,8 +22,9 @@ import llama_cpp as L
 
 
 def bench_tokens(n, seed, vocab):
-    span = max(vocab - 100, 1)
-    return [(i * 7919 + seed * 104729) % span + 100 for i in range(n)]
+    low = min(vocab // 2, 100)
+    span = max(vocab - low, 1)
+    return [(i * 7919 + seed * 104729) % span + low for i in range(n)]
 
 
 def make_context(model, threads, n_ctx, n_seq, flash_attn):

@@ -50,12 +50,13 @@ pub struct SpeedRow {
 }
 
 /// The ids the speed tests feed: `n` ids for stream `seed`, spread over the vocabulary
-/// above its first 100 ids (where special tokens usually live). The comparison script
-/// computes the same formula.
+/// above its first 100 ids (where special tokens usually live; above half of a tiny
+/// vocabulary). The comparison script computes the same formula.
 pub fn bench_tokens(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
-    let span = vocab.saturating_sub(100).max(1);
+    let low = (vocab / 2).min(100);
+    let span = (vocab - low).max(1);
     (0..n)
-        .map(|i| ((i * 7919 + seed * 104_729) % span + 100) as u32)
+        .map(|i| ((i * 7919 + seed * 104_729) % span + low) as u32)
         .collect()
 }
 
@@ -228,6 +229,8 @@ mod tests {
     fn bench_tokens_stay_in_the_vocabulary_above_the_specials() {
         let ids = bench_tokens(1000, 3, 300);
         assert!(ids.iter().all(|&t| (100..300).contains(&t)));
+        let tiny = bench_tokens(1000, 3, 96);
+        assert!(tiny.iter().all(|&t| (48..96).contains(&t)));
         assert_ne!(bench_tokens(10, 1, 49_152), bench_tokens(10, 2, 49_152));
     }
 }

@@ -287,7 +287,41 @@ trait Ops {
     fn dot(a: &[f32], b: &[f32]) -> f32;
     /// `acc += Σ_j w[j] * v[j * acc.len()..][..acc.len()]`, keys in order.
     fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32]);
+    /// `x = exp(x - max)` for each `x <= max`, by [`exp_neg`]'s steps.
+    fn exp_shift(xs: &mut [f32], max: f32);
 }
+
+/// `exp(x)` for `x <= 0` in plain f32 steps that a vector unit repeats exactly: `x = n ln2 + r`
+/// with `n` rounded to even and `|r| <= ln2 / 2`, Cephes' degree-7 polynomial for `exp(r)`,
+/// then `2^n` by exponent bits. About 1 ulp; 0 below -87 (where `2^n` would be subnormal).
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    // `!(x >= ..)` so that NaN gives 0 too, as the vector compare does.
+    if !(x >= EXP_MIN) {
+        return 0.0;
+    }
+    let n = (x * LOG2E).round_ties_even();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = EXP_C[0];
+    for c in &EXP_C[1..] {
+        p = p * r + c;
+    }
+    let y = (p * (r * r) + r) + 1.0;
+    y * f32::from_bits((((n as i32) + 127) << 23) as u32)
+}
+
+const EXP_MIN: f32 = -87.0;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_C: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
 
 /// Plain Rust. `dot` keeps [`LANES`] partial sums (element `i` goes to lane `i % LANES`),
 /// then adds lane `i + 8` into `i`, `i + 4` into `i`, `i + 2`, `i + 1`: the order a 16-wide
@@ -309,6 +343,13 @@ impl Ops for Portable {
             width /= 2;
         }
         lanes[0]
+    }
+
+    #[inline(always)]
+    fn exp_shift(xs: &mut [f32], max: f32) {
+        for x in xs {
+            *x = exp_neg(*x - max);
+        }
     }
 
     #[inline(always)]
@@ -384,10 +425,8 @@ fn attend<T: KvElem, O: Ops>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
                     st.sum *= corr;
                     a.iter_mut().for_each(|x| *x *= corr);
                 }
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - new_max).exp();
-                    st.sum += *sc;
-                }
+                O::exp_shift(scores, new_max);
+                st.sum += scores.iter().sum::<f32>();
                 O::accumulate(a, scores, &vb[..valid * hd]);
                 st.max = new_max;
             }
@@ -408,7 +447,9 @@ fn attend<T: KvElem, O: Ops>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
 mod simd {
     use std::arch::x86_64::*;
 
-    use super::{attend, Ctx, KvElem, Ops, Task, LANES};
+    use super::{
+        attend, exp_neg, Ctx, KvElem, Ops, Task, EXP_C, EXP_MIN, LANES, LN2_HI, LN2_LO, LOG2E,
+    };
 
     /// # Safety
     /// The CPU must have AVX-512 F/BW, AVX2, FMA and F16C; `head_dim % 16 == 0`.
@@ -450,6 +491,21 @@ mod simd {
         }
 
         #[inline(always)]
+        fn exp_shift(xs: &mut [f32], max: f32) {
+            let mut chunks = xs.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                // SAFETY: `c` holds exactly 16 values; AVX-512 F is enabled (see `dot`).
+                unsafe {
+                    let x = _mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), _mm512_set1_ps(max));
+                    _mm512_storeu_ps(c.as_mut_ptr(), exp16(x));
+                }
+            }
+            for x in chunks.into_remainder() {
+                *x = exp_neg(*x - max);
+            }
+        }
+
+        #[inline(always)]
         fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32]) {
             let hd = acc.len();
             assert!(hd.is_multiple_of(LANES) && v.len() >= w.len() * hd);
@@ -465,6 +521,64 @@ mod simd {
                     _mm512_storeu_ps(acc.as_mut_ptr().add(c), r);
                 }
             }
+        }
+    }
+
+    /// [`super::exp_neg`] on 16 lanes.
+    #[inline(always)]
+    fn exp16(x: __m512) -> __m512 {
+        // SAFETY: only inlined into `attend_avx512` (AVX-512 F is enabled).
+        unsafe {
+            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP_MIN));
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+            );
+            let r = _mm512_sub_ps(
+                _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(LN2_HI))),
+                _mm512_mul_ps(n, _mm512_set1_ps(LN2_LO)),
+            );
+            let mut p = _mm512_set1_ps(EXP_C[0]);
+            for &c in &EXP_C[1..] {
+                p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
+            }
+            let y = _mm512_add_ps(
+                _mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r),
+                _mm512_set1_ps(1.0),
+            );
+            let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+                _mm512_cvtps_epi32(n),
+                _mm512_set1_epi32(127),
+            ));
+            _mm512_maskz_mul_ps(keep, y, _mm512_castsi512_ps(bits))
+        }
+    }
+
+    /// [`super::exp_neg`] on 8 lanes.
+    #[inline(always)]
+    fn exp8(x: __m256) -> __m256 {
+        // SAFETY: only inlined into `attend_avx2` (AVX2 is enabled).
+        unsafe {
+            let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_MIN));
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+            );
+            let r = _mm256_sub_ps(
+                _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(LN2_HI))),
+                _mm256_mul_ps(n, _mm256_set1_ps(LN2_LO)),
+            );
+            let mut p = _mm256_set1_ps(EXP_C[0]);
+            for &c in &EXP_C[1..] {
+                p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
+            }
+            let y = _mm256_add_ps(
+                _mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r),
+                _mm256_set1_ps(1.0),
+            );
+            let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n),
+                _mm256_set1_epi32(127),
+            ));
+            _mm256_and_ps(keep, _mm256_mul_ps(y, _mm256_castsi256_ps(bits)))
         }
     }
 
@@ -487,6 +601,21 @@ mod simd {
                     hi = _mm256_add_ps(hi, p_hi);
                 }
                 reduce8(_mm256_add_ps(lo, hi))
+            }
+        }
+
+        #[inline(always)]
+        fn exp_shift(xs: &mut [f32], max: f32) {
+            let mut chunks = xs.chunks_exact_mut(8);
+            for c in &mut chunks {
+                // SAFETY: `c` holds exactly 8 values; AVX2 is enabled (see `dot`).
+                unsafe {
+                    let x = _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), _mm256_set1_ps(max));
+                    _mm256_storeu_ps(c.as_mut_ptr(), exp8(x));
+                }
+            }
+            for x in chunks.into_remainder() {
+                *x = exp_neg(*x - max);
             }
         }
 
@@ -815,6 +944,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm_and_zero_far_below() {
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let (got, want) = (exp_neg(x), x.exp());
+            let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+            assert!(ulps <= 2, "exp({x}) = {got}, libm {want}");
+            x += 0.0137;
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(-100.0), 0.0);
+        assert_eq!(exp_neg(f32::NEG_INFINITY), 0.0);
     }
 
     #[test]
