@@ -296,8 +296,8 @@ trait Ops {
 /// then `2^n` by exponent bits. About 1 ulp; 0 below -87 (where `2^n` would be subnormal).
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
-    // `!(x >= ..)` so that NaN gives 0 too, as the vector compare does.
-    if !(x >= EXP_MIN) {
+    // NaN gives 0 too, as the vector compare does.
+    if x.is_nan() || x < EXP_MIN {
         return 0.0;
     }
     let n = (x * LOG2E).round_ties_even();
@@ -320,7 +320,7 @@ const EXP_C: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 
 /// Plain Rust. `dot` keeps [`LANES`] partial sums (element `i` goes to lane `i % LANES`),
