@@ -303,10 +303,10 @@ fn build(
         seed: c.seed,
         logprobs,
     };
-    let stop_ids = lim
-        .tokenizer
-        .map(|t| t.stop_token_ids().to_vec())
-        .unwrap_or_default();
+    let stop_ids = match (c.ignore_eos, lim.tokenizer) {
+        (Some(true), _) | (_, None) => Vec::new(),
+        (_, Some(t)) => t.stop_token_ids().to_vec(),
+    };
     let stops = c.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
     Ok(Prepared {
         valid: ValidRequest {

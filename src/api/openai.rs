@@ -48,6 +48,9 @@ pub struct CommonParams {
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    /// Keep generating past the model's end-of-turn tokens, up to `max_tokens` (as vLLM and
+    /// llama.cpp's server offer; for benchmarks).
+    pub ignore_eos: Option<bool>,
 }
 
 /// One content part; only `text` parts carry text.

@@ -6,21 +6,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wick::api::AppState;
 
-use crate::common::{real_server_url, sse_data, tiny_config, tiny_served, TestServer};
+use crate::common::{post, real_server_url, sse_data, tiny_config, tiny_served, TestServer};
 
 async fn tiny_server() -> TestServer {
     let state = AppState::new("tiny", 4096);
     state.set_ready(tiny_served(tiny_config()));
     TestServer::start(state).await
-}
-
-async fn post(url: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
 }
 
 async fn error_of(resp: reqwest::Response, status: u16) -> Value {
@@ -384,4 +375,23 @@ async fn real_model_stop_string_truncates_and_finishes_with_stop() {
         assert_eq!(text, before, "stream: {stream}");
         assert_eq!(reason, "stop", "stream: {stream}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_model_ignore_eos_generates_exactly_max_tokens() {
+    let Some(url) = real_server_url() else { return };
+    let req = |ignore: bool| {
+        json!({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 48,
+            "temperature": 0, "ignore_eos": ignore})
+    };
+    let chat = format!("{url}/v1/chat/completions");
+    let v: Value = post(&chat, req(false)).await.json().await.expect("json");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().expect("n") < 48,
+        "{v}"
+    );
+    let v: Value = post(&chat, req(true)).await.json().await.expect("json");
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 48, "{v}");
 }

@@ -8,16 +8,7 @@ use serde_json::{json, Value};
 use wick::api::AppState;
 use wick::model::{Batch, CausalLm, KvCache, KvShape, ModelError};
 
-use crate::common::{real_server_url, sse_data, tiny_config, tiny_served, TestServer};
-
-async fn post(url: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
-}
+use crate::common::{post, real_server_url, sse_data, tiny_config, tiny_served, TestServer};
 
 async fn status_and_json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();

@@ -176,6 +176,16 @@ pub fn real_server_url() -> Option<String> {
 }
 
 /// The `data:` payloads of an SSE body, in order.
+/// POSTs `body` as JSON to `url`.
+pub async fn post(url: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
 pub fn sse_data(body: &str) -> Vec<String> {
     body.lines()
         .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
