@@ -182,6 +182,16 @@ def main():
     a = ap.parse_args()
 
     client = Client(a.url)
+    # Wait for the server to finish loading (/health is 503 until then).
+    deadline = time.time() + 300
+    while True:
+        try:
+            status, _ = client.get("/health")
+        except OSError:
+            status = None
+        if status == 200 or time.time() > deadline:
+            break
+        time.sleep(0.5)
     model = a.model
     if not model:
         status, body = client.get("/v1/models")

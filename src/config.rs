@@ -21,8 +21,9 @@ pub struct EngineArgs {
     /// Prompt tokens that may wait for admission, all queued requests together.
     #[arg(long, env = "WICK_MAX_QUEUE_TOKENS", default_value_t = 262_144)]
     pub max_queue_tokens: usize,
-    /// KV cache size, e.g. `2GiB` or `512MiB`. Default: room for every running sequence at full
-    /// context, capped at a quarter of the available memory and at 4 GiB.
+    /// KV cache size, e.g. `2GiB` or `512MiB`. Default: room for 65,536 tokens (or one full
+    /// context if longer), capped at a quarter of the available memory and at 4 GiB; CPU pages
+    /// become resident only as blocks are used.
     #[arg(long, env = "WICK_KV_CACHE_MEMORY", value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
     /// KV cache element type: f16, bf16 or f32.

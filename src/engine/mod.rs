@@ -339,14 +339,15 @@ pub struct EngineHandle {
 /// Starts engines.
 pub struct Engine;
 
-/// Bytes for the KV pool when none are configured: room for every running sequence at full
-/// context, capped at a quarter of the available memory and at 4 GiB.
-pub fn default_kv_cache_bytes(
-    bytes_per_token: usize,
-    max_running: usize,
-    max_context: usize,
-) -> u64 {
-    let want = (bytes_per_token as u64) * (max_running as u64) * (max_context as u64);
+/// Tokens the default KV pool holds (or one full context, if longer): 16 sequences of 4,096
+/// tokens, or 128 of 512.
+pub const DEFAULT_KV_TOKENS: usize = 64 * 1024;
+
+/// Bytes for the KV pool when none are configured: room for [`DEFAULT_KV_TOKENS`] tokens, or one
+/// full context if that is longer, capped at a quarter of the available memory and at 4 GiB.
+/// On the CPU the pool's pages become resident only as blocks are used.
+pub fn default_kv_cache_bytes(bytes_per_token: usize, max_context: usize) -> u64 {
+    let want = (bytes_per_token as u64) * (max_context.max(DEFAULT_KV_TOKENS) as u64);
     let available = available_memory().unwrap_or(8 << 30);
     want.min(available / 4).min(4 << 30)
 }
@@ -372,9 +373,9 @@ impl Engine {
         }
         let shape = model.kv_shape();
         let per_token = shape.bytes_per_token(config.kv_dtype);
-        let bytes = config.kv_cache_bytes.unwrap_or_else(|| {
-            default_kv_cache_bytes(per_token, config.max_running, model.max_context())
-        });
+        let bytes = config
+            .kv_cache_bytes
+            .unwrap_or_else(|| default_kv_cache_bytes(per_token, model.max_context()));
         let num_blocks = (bytes / (per_token * config.block_size) as u64) as usize;
         if num_blocks == 0 {
             return Err(EngineError::Config(format!(

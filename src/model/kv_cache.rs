@@ -49,6 +49,30 @@ impl KvCacheConfig {
     }
 }
 
+/// A zeroed pool. On the CPU its memory comes from the allocator's zeroed pages (a zero bit
+/// pattern of a primitive type), so pages stay unmapped until a block is first written: the
+/// process's resident memory grows with the blocks in use, not with the pool's size.
+/// (`Tensor::zeros` writes every f16 / bf16 element, making the whole pool resident at start.)
+fn zeros(
+    dims: (usize, usize, usize),
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    use half::vec::HalfBitsVecExt;
+    if !device.is_cpu() {
+        return Tensor::zeros(dims, dtype, device);
+    }
+    let n = dims.0 * dims.1 * dims.2;
+    match dtype {
+        DType::F16 => Tensor::from_vec(vec![0u16; n].reinterpret_into::<half::f16>(), dims, device),
+        DType::BF16 => {
+            Tensor::from_vec(vec![0u16; n].reinterpret_into::<half::bf16>(), dims, device)
+        }
+        DType::F32 => Tensor::from_vec(vec![0f32; n], dims, device),
+        _ => Tensor::zeros(dims, dtype, device),
+    }
+}
+
 /// The K and V block pools of every layer.
 pub struct KvCache {
     shape: KvShape,
@@ -70,8 +94,8 @@ impl KvCache {
         let layers = (0..shape.num_layers)
             .map(|_| {
                 Ok((
-                    Tensor::zeros(dims, config.dtype, device)?,
-                    Tensor::zeros(dims, config.dtype, device)?,
+                    zeros(dims, config.dtype, device)?,
+                    zeros(dims, config.dtype, device)?,
                 ))
             })
             .collect::<Result<Vec<_>, candle_core::Error>>()?;
