@@ -24,8 +24,9 @@ pub struct Prepared {
     pub stops: Vec<String>,
     /// The prompt's text (for `echo`).
     pub prompt_text: String,
-    /// Parse `<tool_call>` blocks out of the output (tools given, `tool_choice` not none).
-    pub tool_calls: bool,
+    /// Parse `<tool_call>` blocks calling these functions out of the output (tools given,
+    /// `tool_choice` not none).
+    pub tool_names: Option<Vec<String>>,
 }
 
 /// The model facts validation needs.
@@ -194,7 +195,7 @@ pub fn chat(req: &ChatCompletionRequest, lim: &Limits) -> Result<Prepared, ApiEr
     let max = req.max_completion_tokens.or(req.common.max_tokens);
     let mut p = build(prompt, text, max, logprobs, &req.common, lim)?;
     p.valid.constraint = constraint;
-    p.tool_calls = tools.is_some();
+    p.tool_names = tools.map(|t| t.specs.into_iter().map(|s| s.name).collect());
     Ok(p)
 }
 
@@ -321,7 +322,7 @@ fn build(
         },
         stops,
         prompt_text,
-        tool_calls: false,
+        tool_names: None,
     })
 }
 

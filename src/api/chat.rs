@@ -52,7 +52,7 @@ async fn handle_inner(
     let prompt_tokens = stream.prompt_tokens();
     let rules = generate::TextRules {
         stops: prepared.stops,
-        tool_calls: prepared.tool_calls,
+        tool_names: prepared.tool_names.clone(),
     };
     let outs = merge(vec![generate::spawn(stream, n, 0, rules)]);
     let meta = Meta {

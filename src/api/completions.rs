@@ -60,7 +60,7 @@ async fn handle_inner(
             echo.len(),
             generate::TextRules {
                 stops: p.stops,
-                tool_calls: false,
+                tool_names: None,
             },
         ));
         echo.extend((0..n).map(|_| req.echo.then(|| p.prompt_text.clone())));

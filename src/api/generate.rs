@@ -56,8 +56,9 @@ pub enum Out {
 pub struct TextRules {
     /// Stop strings, excluded from the output.
     pub stops: Vec<String>,
-    /// Parse `<tool_call>` blocks into [`Out::ToolCall`]s.
-    pub tool_calls: bool,
+    /// Parse `<tool_call>` blocks calling these functions into [`Out::ToolCall`]s (`None`:
+    /// no tools).
+    pub tool_names: Option<Vec<String>>,
 }
 
 /// Choices of one engine request, numbered from `offset`.
@@ -86,7 +87,7 @@ async fn run(
     let mut choices: Vec<Choice> = (0..n)
         .map(|_| Choice {
             scanner: StopScanner::new(&rules.stops),
-            tools: rules.tool_calls.then(ToolCallScanner::default),
+            tools: rules.tool_names.clone().map(ToolCallScanner::new),
             generated: 0,
             done: false,
         })
@@ -247,7 +248,7 @@ mod tests {
     fn choice(tool_calls: bool) -> Choice {
         Choice {
             scanner: StopScanner::new(&[]),
-            tools: tool_calls.then(ToolCallScanner::default),
+            tools: tool_calls.then(|| ToolCallScanner::new(vec!["f".into(), "get_weather".into()])),
             generated: 0,
             done: false,
         }

@@ -6,7 +6,8 @@
 //! Content that could be the start of an open tag is held back (as stop strings are), so the
 //! raw tag never leaks into a stream; whitespace next to a call is dropped. A block whose JSON
 //! does not parse as a call is given back as text, tags included: nothing the model wrote is
-//! lost. A call is emitted once its closing tag (or the end of the choice) is seen.
+//! lost, and so is a call to a function the request did not list (as OpenAI never returns
+//! one). A call is emitted once its closing tag (or the end of the choice) is seen.
 
 use serde_json::Value as Json;
 
@@ -41,6 +42,8 @@ pub struct ToolCallScanner {
     /// Whitespace cut before the open call's tag, given back if the block is no call.
     ws_before: String,
     calls: usize,
+    /// The functions the request listed; a call to any other stays text.
+    names: Vec<String>,
 }
 
 fn new_call_id() -> String {
@@ -67,6 +70,14 @@ pub fn parse_call(body: &str) -> Option<ParsedCall> {
 }
 
 impl ToolCallScanner {
+    /// A scanner that accepts calls to the functions `names`.
+    pub fn new(names: Vec<String>) -> Self {
+        Self {
+            names,
+            ..Self::default()
+        }
+    }
+
     /// Calls emitted so far.
     pub fn calls(&self) -> usize {
         self.calls
@@ -132,7 +143,7 @@ impl ToolCallScanner {
 
     fn end_call(&mut self, body: &str, closed: bool) -> Piece {
         self.inside = false;
-        match parse_call(body) {
+        match parse_call(body).filter(|c| self.names.contains(&c.name)) {
             Some(call) => {
                 self.ws_before.clear();
                 self.calls += 1;
@@ -164,8 +175,8 @@ impl ToolCallScanner {
 }
 
 /// Content and calls of a whole text (what a non-streamed response holds).
-pub fn parse_all(text: &str) -> (String, Vec<ParsedCall>) {
-    let mut sc = ToolCallScanner::default();
+pub fn parse_all(text: &str, names: &[String]) -> (String, Vec<ParsedCall>) {
+    let mut sc = ToolCallScanner::new(names.to_vec());
     let mut pieces = sc.push(text);
     pieces.extend(sc.finish());
     let mut content = String::new();
@@ -183,6 +194,25 @@ pub fn parse_all(text: &str) -> (String, Vec<ParsedCall>) {
 mod tests {
     use super::*;
 
+    /// The functions these tests' requests list.
+    fn listed() -> Vec<String> {
+        ["f", "a", "b"].map(String::from).to_vec()
+    }
+
+    fn parse_all_listed(text: &str) -> (String, Vec<ParsedCall>) {
+        parse_all(text, &listed())
+    }
+
+    #[test]
+    fn a_call_to_an_unlisted_function_stays_text() {
+        let text = "<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>";
+        assert_eq!(parse_all_listed(text), (text.to_string(), Vec::new()));
+        let (content, calls) =
+            parse_all_listed(&format!("{text}<tool_call>{{\"name\": \"f\"}}</tool_call>"));
+        assert_eq!(content, text);
+        assert_eq!(calls.len(), 1);
+    }
+
     fn names(calls: &[ParsedCall]) -> Vec<(&str, &str)> {
         calls
             .iter()
@@ -192,20 +222,21 @@ mod tests {
 
     #[test]
     fn one_call_two_calls_and_text_with_a_call() {
-        let (content, calls) =
-            parse_all("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>");
+        let (content, calls) = parse_all_listed(
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>",
+        );
         assert_eq!(content, "");
         assert_eq!(names(&calls), [("f", r#"{"x":1}"#)]);
         assert!(calls[0].id.starts_with("call_") && calls[0].id.len() == 29);
 
         let two = "<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n\
                    <tool_call>\n{\"name\": \"b\", \"arguments\": {\"y\": \"z\"}}\n</tool_call>";
-        let (content, calls) = parse_all(two);
+        let (content, calls) = parse_all_listed(two);
         assert_eq!(content, "");
         assert_eq!(names(&calls), [("a", "{}"), ("b", r#"{"y":"z"}"#)]);
         assert_ne!(calls[0].id, calls[1].id);
 
-        let (content, calls) = parse_all(
+        let (content, calls) = parse_all_listed(
             "Let me check.\n<tool_call>{\"name\": \"f\", \"arguments\": \"{\\\"q\\\": 2}\"}</tool_call>",
         );
         assert_eq!(content, "Let me check.");
@@ -215,18 +246,18 @@ mod tests {
     #[test]
     fn malformed_json_is_kept_as_text() {
         let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": }\n</tool_call>";
-        let (content, calls) = parse_all(text);
+        let (content, calls) = parse_all_listed(text);
         assert!(calls.is_empty());
         assert_eq!(content, text);
-        let (content, calls) = parse_all("<tool_call>{\"arguments\": {}}</tool_call> ok");
+        let (content, calls) = parse_all_listed("<tool_call>{\"arguments\": {}}</tool_call> ok");
         assert!(calls.is_empty());
         assert_eq!(content, "<tool_call>{\"arguments\": {}}</tool_call> ok");
         let text = "See: <tool_call>nope</tool_call>";
-        assert_eq!(parse_all(text), (text.to_string(), Vec::new()));
+        assert_eq!(parse_all_listed(text), (text.to_string(), Vec::new()));
         // Unclosed but complete: a call; unclosed and cut: text.
-        let (_, calls) = parse_all("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}");
+        let (_, calls) = parse_all_listed("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}");
         assert_eq!(names(&calls), [("f", "{}")]);
-        let (content, calls) = parse_all("<tool_call>\n{\"name\": \"f\", \"argu");
+        let (content, calls) = parse_all_listed("<tool_call>\n{\"name\": \"f\", \"argu");
         assert!(calls.is_empty());
         assert_eq!(content, "<tool_call>\n{\"name\": \"f\", \"argu");
     }
@@ -239,7 +270,7 @@ mod tests {
             if !text.is_char_boundary(split) {
                 continue;
             }
-            let mut sc = ToolCallScanner::default();
+            let mut sc = ToolCallScanner::new(listed());
             let mut pieces = sc.push(&text[..split]);
             pieces.extend(sc.push(&text[split..]));
             pieces.extend(sc.finish());
@@ -254,7 +285,7 @@ mod tests {
             assert!(!content.contains('<'));
             assert_eq!(sc.calls(), 1);
         }
-        let mut sc = ToolCallScanner::default();
+        let mut sc = ToolCallScanner::new(listed());
         assert_eq!(sc.push("a <tool"), vec![Piece::Text("a".into())]);
         assert_eq!(sc.push("box>"), vec![Piece::Text(" <toolbox>".into())]);
         assert_eq!(sc.finish(), Vec::new());
