@@ -273,7 +273,7 @@ fn build(
         }
         Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
         None if left == 0 => {
-            return Err(ApiError::ContextLength(format!(
+            return Err(ApiError::context_length(format!(
                 "prompt has {} tokens, which fills the context of {} tokens",
                 prompt.len(),
                 lim.max_tokens_total

@@ -45,14 +45,18 @@ async fn handle_inner(
         };
         validate::completion(&req2, &lim)
     })
-    .await?;
+    .await
+    .map_err(|e| e.at("prompt"))?;
     let mut rxs = Vec::new();
     let mut echo = Vec::new();
     let mut prompt_tokens = 0;
     for p in prepared {
         let n = p.valid.n;
         // Submitting each prompt; an error drops the streams already made (cancels them).
-        let stream = served.engine.submit(p.valid)?;
+        let stream = served
+            .engine
+            .submit(p.valid)
+            .map_err(|e| ApiError::from(e).at("prompt"))?;
         prompt_tokens += stream.prompt_tokens();
         rxs.push(generate::spawn(
             stream,

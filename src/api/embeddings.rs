@@ -91,7 +91,10 @@ async fn handle_inner(
     let tokenizer = served.tokenizer.clone();
     let input = req.input;
     let inputs = blocking(move || tokenize(&input, tokenizer.as_deref())).await?;
-    let pending = served.engine.embed(inputs)?;
+    let pending = served
+        .engine
+        .embed(inputs)
+        .map_err(|e| ApiError::from(e).at("input"))?;
     let tokens = pending.tokens();
     // Dropping this future (the client left) drops `pending`, which cancels the job.
     let vectors = pending.wait().await.map_err(ApiError::Internal)?;

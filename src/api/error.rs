@@ -18,9 +18,14 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
-    /// The prompt plus max_tokens does not fit the context (or the KV cache).
-    #[error("{0}")]
-    ContextLength(String),
+    /// The prompt plus max_tokens does not fit the context (or the KV cache). `param` is the
+    /// request field holding the input: `messages` unless a route says otherwise
+    /// ([`ApiError::at`]).
+    #[error("{message}")]
+    ContextLength {
+        message: String,
+        param: &'static str,
+    },
     /// The request names a model this server does not serve.
     #[error("the model `{0}` does not exist")]
     ModelNotFound(String),
@@ -42,6 +47,31 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A context-length error about `messages` (see [`ApiError::at`] for other routes).
+    pub fn context_length(message: impl Into<String>) -> Self {
+        ApiError::ContextLength {
+            message: message.into(),
+            param: "messages",
+        }
+    }
+
+    /// Names `param` as the field that holds a route's input (`prompt` for completions,
+    /// `input` for embeddings) in an error about the input: a context-length error, or an
+    /// invalid request the engine blamed on the prompt. Other errors are returned as they are.
+    pub fn at(self, param: &'static str) -> Self {
+        match self {
+            ApiError::ContextLength { message, .. } => ApiError::ContextLength { message, param },
+            ApiError::InvalidRequest {
+                message,
+                param: Some(p),
+            } if p == "prompt" => ApiError::InvalidRequest {
+                message,
+                param: Some(param.to_string()),
+            },
+            other => other,
+        }
+    }
+
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
         ApiError::InvalidRequest {
             message: message.into(),
@@ -55,7 +85,7 @@ impl ApiError {
             ApiError::InvalidRequest { .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", None)
             }
-            ApiError::ContextLength(_) => (
+            ApiError::ContextLength { .. } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 Some("context_length_exceeded"),
@@ -94,7 +124,7 @@ impl ApiError {
         let (_, kind, code) = self.parts();
         let param = match self {
             ApiError::InvalidRequest { param, .. } => param.clone(),
-            ApiError::ContextLength(_) => Some("messages".to_string()),
+            ApiError::ContextLength { param, .. } => Some(param.to_string()),
             ApiError::ModelNotFound(_) => Some("model".to_string()),
             _ => None,
         };
@@ -113,7 +143,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
             SubmitError::ContextLength { .. }
             | SubmitError::TooLarge { .. }
-            | SubmitError::InputTooLong { .. } => ApiError::ContextLength(e.to_string()),
+            | SubmitError::InputTooLong { .. } => ApiError::context_length(e.to_string()),
             SubmitError::EmptyPrompt => ApiError::invalid(e.to_string(), Some("prompt")),
             SubmitError::InvalidToken { .. } => ApiError::invalid(e.to_string(), Some("prompt")),
             SubmitError::InvalidN { .. } => ApiError::invalid(e.to_string(), Some("n")),
@@ -156,7 +186,7 @@ mod tests {
         let rows = [
             (ApiError::invalid("x", Some("n")), 400, None),
             (
-                ApiError::ContextLength("x".into()),
+                ApiError::context_length("x"),
                 400,
                 Some("context_length_exceeded"),
             ),

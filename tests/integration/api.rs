@@ -103,6 +103,7 @@ async fn each_client_error_row_of_the_table() {
     let r = post(&url, json!({"prompt": vec![1; 500], "max_tokens": 100})).await;
     let v = error_of(r, 400).await;
     assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert_eq!(v["error"]["param"], "prompt", "{v}");
     // Unknown model.
     let r = post(&url, json!({"prompt": [1], "model": "gpt-4"})).await;
     let v = error_of(r, 404).await;

@@ -107,8 +107,8 @@ async fn embeddings_float_and_base64_and_their_errors() {
             "encoding_format",
         ),
         (json!({"input": [1], "model": "other"}), 404, "model"),
-        (json!({"input": [100000]}), 400, "prompt"),
-        (json!({"input": vec![1; 600]}), 400, "messages"),
+        (json!({"input": [100000]}), 400, "input"),
+        (json!({"input": vec![1; 600]}), 400, "input"),
         (json!({"inputs": [1]}), 400, ""),
     ];
     for (body, want, param) in errors {
@@ -120,6 +120,7 @@ async fn embeddings_float_and_base64_and_their_errors() {
     }
     let (_, v) = status_and_json(post(&url, json!({"input": vec![1; 600]})).await).await;
     assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert_eq!(v["error"]["param"], "input", "{v}");
     server.stop().await;
 }
 
