@@ -75,6 +75,13 @@ pub enum AttentionError {
 pub trait KvElem: Copy + Send + Sync + 'static {
     /// Widens `src` into `dst` (same length).
     fn widen(src: &[Self], dst: &mut [f32]);
+
+    /// The IEEE half-precision bits of `src`, when `Self` is f16 (the default KV dtype), so
+    /// the kernels can widen with their own vector instructions.
+    fn as_f16_bits(src: &[Self]) -> Option<&[u16]> {
+        let _ = src;
+        None
+    }
 }
 
 impl KvElem for f32 {
@@ -87,6 +94,11 @@ impl KvElem for f16 {
     fn widen(src: &[f16], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
         src.convert_to_f32_slice(dst);
+    }
+
+    fn as_f16_bits(src: &[f16]) -> Option<&[u16]> {
+        use half::slice::HalfFloatSliceExt;
+        Some(src.reinterpret_cast())
     }
 }
 
@@ -289,6 +301,21 @@ trait Ops {
     fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32]);
     /// `x = exp(x - max)` for each `x <= max`, by [`exp_neg`]'s steps.
     fn exp_shift(xs: &mut [f32], max: f32);
+    /// Widens IEEE half-precision bits (exact, whatever the instructions).
+    fn widen_f16(src: &[u16], dst: &mut [f32]) {
+        for (d, &h) in dst.iter_mut().zip(src) {
+            *d = f16::from_bits(h).to_f32();
+        }
+    }
+}
+
+/// `src` widened into `dst`, with `O`'s instructions for f16.
+#[inline(always)]
+fn widen<T: KvElem, O: Ops>(src: &[T], dst: &mut [f32]) {
+    match T::as_f16_bits(src) {
+        Some(bits) => O::widen_f16(bits, dst),
+        None => T::widen(src, dst),
+    }
 }
 
 /// `exp(x)` for `x <= 0` in plain f32 steps that a vector unit repeats exactly: `x = n ln2 + r`
@@ -396,8 +423,8 @@ fn attend<T: KvElem, O: Ops>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
         let slot0 = s.blocks[b] as usize * bs;
         for j in 0..n {
             let at = (slot0 + j) * row_stride + task.kv_head * hd;
-            T::widen(&kv.k[at..at + hd], &mut kb[j * hd..][..hd]);
-            T::widen(&kv.v[at..at + hd], &mut vb[j * hd..][..hd]);
+            widen::<T, O>(&kv.k[at..at + hd], &mut kb[j * hd..][..hd]);
+            widen::<T, O>(&kv.v[at..at + hd], &mut vb[j * hd..][..hd]);
         }
         for t in task.t0..task.t1 {
             let pos = s.start_pos + t;
@@ -487,6 +514,23 @@ mod simd {
                     _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
                 );
                 reduce8(h)
+            }
+        }
+
+        #[inline(always)]
+        fn widen_f16(src: &[u16], dst: &mut [f32]) {
+            assert_eq!(src.len(), dst.len());
+            let n = src.len() / LANES * LANES;
+            // SAFETY: F16C and AVX-512 F are enabled (see `dot`); each step reads 16 `u16`
+            // and writes 16 `f32` at `i`, `i + 16 <= n <= len`.
+            unsafe {
+                for i in (0..n).step_by(LANES) {
+                    let h = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+                    _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+                }
+            }
+            for (d, &h) in dst[n..].iter_mut().zip(&src[n..]) {
+                *d = half::f16::from_bits(h).to_f32();
             }
         }
 
@@ -601,6 +645,23 @@ mod simd {
                     hi = _mm256_add_ps(hi, p_hi);
                 }
                 reduce8(_mm256_add_ps(lo, hi))
+            }
+        }
+
+        #[inline(always)]
+        fn widen_f16(src: &[u16], dst: &mut [f32]) {
+            assert_eq!(src.len(), dst.len());
+            let n = src.len() / 8 * 8;
+            // SAFETY: F16C and AVX are enabled (see `dot`); each step reads 8 `u16` and
+            // writes 8 `f32` at `i`, `i + 8 <= n <= len`.
+            unsafe {
+                for i in (0..n).step_by(8) {
+                    let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+                }
+            }
+            for (d, &h) in dst[n..].iter_mut().zip(&src[n..]) {
+                *d = half::f16::from_bits(h).to_f32();
             }
         }
 
@@ -920,26 +981,40 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let c = &cases()[0];
         let b = build(c, &mut rng);
+        let seqs = attn_seqs(c, &b.tables);
+        same_bits_on_every_isa(c, &b, &seqs, &b.k_pool, &b.v_pool);
+        // f16 pools (the default), which the kernels widen with their own instructions.
+        let k16: Vec<f16> = b.k_pool.iter().map(|&x| f16::from_f32(x)).collect();
+        let v16: Vec<f16> = b.v_pool.iter().map(|&x| f16::from_f32(x)).collect();
+        same_bits_on_every_isa(c, &b, &seqs, &k16, &v16);
+    }
+
+    fn same_bits_on_every_isa<T: KvElem>(
+        c: &Case,
+        b: &Built,
+        seqs: &[AttnSeq<'_>],
+        k: &[T],
+        v: &[T],
+    ) {
         let kv = PagedKv {
-            k: &b.k_pool,
-            v: &b.v_pool,
+            k,
+            v,
             block_size: c.block_size,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
         };
-        let seqs = attn_seqs(c, &b.tables);
         let ctx = Ctx {
             q: &b.q,
-            seqs: &seqs,
+            seqs,
             kv,
             heads: c.heads,
             scale: 0.125,
         };
-        let tasks = plan(&seqs, c.kv_heads);
+        let tasks = plan(seqs, c.kv_heads);
         for isa in Isa::supported() {
             for &t in &tasks {
                 assert!(
-                    run_task(isa, &ctx, t) == attend::<f32, Portable>(&ctx, t),
+                    run_task(isa, &ctx, t) == attend::<T, Portable>(&ctx, t),
                     "{isa:?} differs from portable code on {t:?}"
                 );
             }
