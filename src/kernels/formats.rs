@@ -87,6 +87,42 @@ pub fn nibbles(qs: &[u8]) -> [u8; 32] {
     q
 }
 
+/// Dequantizes one row of Q4_0 / Q4_1 / Q8_0 blocks (`raw`, whole blocks) into `out`, with
+/// the arithmetic of ggml's reference dequantization (which candle's `dequantize` repeats), so
+/// the values are bit-identical to a dequantized table. `false` for the other types.
+pub fn dequantize_row(kind: WeightType, raw: &[u8], out: &mut [f32]) -> bool {
+    let blocks = raw.chunks_exact(kind.block_bytes());
+    let outs = out.chunks_exact_mut(kind.block_len());
+    match kind {
+        WeightType::Q8_0 => {
+            for (b, o) in blocks.zip(outs) {
+                let d = f16_at(b, 0);
+                for (x, &q) in o.iter_mut().zip(&b[2..34]) {
+                    *x = (q as i8) as f32 * d;
+                }
+            }
+        }
+        WeightType::Q4_0 => {
+            for (b, o) in blocks.zip(outs) {
+                let d = f16_at(b, 0);
+                for (x, q) in o.iter_mut().zip(nibbles(&b[2..18])) {
+                    *x = (q as i16 - 8) as f32 * d;
+                }
+            }
+        }
+        WeightType::Q4_1 => {
+            for (b, o) in blocks.zip(outs) {
+                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+                for (x, q) in o.iter_mut().zip(nibbles(&b[4..20])) {
+                    *x = q as f32 * d + m;
+                }
+            }
+        }
+        WeightType::Q4K | WeightType::Q6K => return false,
+    }
+    true
+}
+
 /// One Q4_K superblock (144 bytes): `d, dmin: f16, scales: [u8; 12], qs: [u8; 128]`. Sub-block
 /// `i` (32 values) is `d · sc_i · q - dmin · m_i`.
 pub struct Q4KBlock {

@@ -29,7 +29,7 @@ mod tests;
 mod x86;
 
 pub use attention::{paged_attention, AttentionError, AttnSeq, KvElem, PagedKv};
-pub use formats::WeightType;
+pub use formats::{dequantize_row, WeightType};
 pub use isa::Isa;
 pub use linear::Linear;
 pub use matmul::{KernelError, QuantMatmul};

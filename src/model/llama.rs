@@ -9,6 +9,7 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
+use super::embedding::Embedding;
 use super::kv_cache::{KvCache, KvShape};
 use super::{Batch, CausalLm, LogitsWanted, ModelError};
 use crate::kernels::{AttnSeq, Linear};
@@ -172,8 +173,9 @@ pub struct LayerWeights {
 
 /// All weights of a model, as a loader or a test builds them.
 pub struct LlamaWeights {
-    /// Token embeddings, `[vocab, hidden]`, dense, in the activation dtype.
-    pub embed: Tensor,
+    /// Token embeddings, `[vocab, hidden]`: dense in the activation dtype, or quantized
+    /// (`Tensor`s convert with `.into()`).
+    pub embed: Embedding,
     pub layers: Vec<LayerWeights>,
     pub norm: Tensor,
     /// `[vocab, hidden]`; `None` ties the output to the embeddings.
@@ -183,7 +185,7 @@ pub struct LlamaWeights {
 /// A loaded Llama. Immutable; `Sync` so tests may share it.
 pub struct Llama {
     cfg: LlamaConfig,
-    embed: Tensor,
+    embed: Embedding,
     layers: Vec<LayerWeights>,
     norm: Tensor,
     lm_head: Linear,
@@ -213,7 +215,7 @@ impl Llama {
             cfg.num_heads * cfg.head_dim,
             cfg.num_kv_heads * cfg.head_dim,
         );
-        check_shape("token_embd", weights.embed.dims(), &[v, h])?;
+        check_shape("token_embd", &weights.embed.dims(), &[v, h])?;
         check_shape("output_norm", weights.norm.dims(), &[h])?;
         if weights.layers.len() != cfg.num_layers {
             return Err(format!(
@@ -239,7 +241,14 @@ impl Llama {
                 check_shape("output", &matmul_shape(&m), &[v, h])?;
                 m
             }
-            None => Linear::Candle(QMatMul::Tensor(weights.embed.clone())),
+            None => match weights.embed.dense() {
+                Some(t) => Linear::Candle(QMatMul::Tensor(t.clone())),
+                None => {
+                    return Err(
+                        "a tied LM head needs a dense embedding table, or its own Linear".into(),
+                    )
+                }
+            },
         };
         Ok(Self {
             inv_freq: cfg.inv_freq(),
@@ -367,7 +376,9 @@ impl Llama {
     fn hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
         let step = StepIndex::new(batch, cache, &self.cfg, &self.device)?;
         let eps = self.cfg.rms_norm_eps as f32;
-        let mut x = self.embed.index_select(&step.tokens, 0)?;
+        let mut x = self
+            .embed
+            .lookup(&step.token_ids, &step.tokens, &self.device)?;
         let rope = self.rope_tables(&step.positions)?;
         for (idx, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
@@ -426,6 +437,8 @@ impl CausalLm for Llama {
 struct StepIndex {
     /// `[T]` token ids.
     tokens: Tensor,
+    /// The same ids.
+    token_ids: Vec<u32>,
     /// Position of every token.
     positions: Vec<usize>,
     /// `[sum of context lengths]` cache slots, sequence after sequence, positions in order;
@@ -506,7 +519,8 @@ impl StepIndex {
         let n_rows = logit_rows.len();
         let (nq, nk, ns) = (seqlens_q.len(), seqlens_k.len(), slots.len());
         Ok(Self {
-            tokens: Tensor::from_vec(tokens, total, device)?,
+            tokens: Tensor::from_slice(&tokens, total, device)?,
+            token_ids: tokens,
             positions,
             gather_slots: if device.is_cpu() {
                 None

@@ -14,6 +14,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
+use super::embedding::{Embedding, QuantizedTable};
 use super::hub::{self, HubSpec};
 use crate::kernels::Linear;
 
@@ -438,7 +439,15 @@ fn gguf_llama(
         let f = f.flatten_all().and_then(|t| t.to_vec1::<f32>());
         cfg.rope_scaling = RopeScaling::FreqFactors(f.map_err(|e| r.candle(e))?);
     }
-    let embed = embed_q.dequantize(device).map_err(|e| r.candle(e))?;
+    // On the CPU the table stays in its blocks and a step dequantizes the rows it looks up.
+    let table = match device.is_cpu() {
+        true => QuantizedTable::new(&embed_q).map_err(|e| r.candle(e))?,
+        false => None,
+    };
+    let embed = match table {
+        Some(t) => Embedding::Quantized(t),
+        None => Embedding::Dense(embed_q.dequantize(device).map_err(|e| r.candle(e))?),
+    };
     // Tied models (no `output.weight`) multiply by the embedding table as stored, quantized,
     // as llama.cpp does.
     let lm_head = if r.has("output.weight") {
@@ -717,7 +726,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel, LoadError
         None
     };
     let weights = LlamaWeights {
-        embed: r.tensor("model.embed_tokens.weight")?,
+        embed: r.tensor("model.embed_tokens.weight")?.into(),
         layers,
         norm: r.tensor("model.norm.weight")?,
         lm_head,

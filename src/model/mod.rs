@@ -7,6 +7,7 @@
 //! worker, or the CLI); it never blocks on anything but compute.
 
 pub mod device;
+pub mod embedding;
 pub mod generate;
 pub mod hub;
 pub mod kv_cache;

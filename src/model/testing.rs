@@ -97,7 +97,7 @@ pub fn random_llama(
         Linear::from_qtensor(q).expect("invariant: quantized weights build a matmul")
     });
     let weights = LlamaWeights {
-        embed,
+        embed: embed.into(),
         layers,
         norm: g.norm(h),
         lm_head,

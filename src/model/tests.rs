@@ -184,7 +184,9 @@ fn mismatched_weight_shapes_are_named_errors() {
         })
         .collect();
     let weights = llama::LlamaWeights {
-        embed: Tensor::zeros((cfg.vocab_size, h), candle_core::DType::F32, &dev).unwrap(),
+        embed: Tensor::zeros((cfg.vocab_size, h), candle_core::DType::F32, &dev)
+            .unwrap()
+            .into(),
         layers,
         norm: norm(),
         lm_head: None,

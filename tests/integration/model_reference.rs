@@ -247,7 +247,7 @@ fn dense_gguf_llama(t: &HashMap<String, Tensor>, cfg: &LlamaConfig) -> Llama {
         })
         .collect();
     let weights = LlamaWeights {
-        embed: get("token_embd.weight"),
+        embed: get("token_embd.weight").into(),
         layers,
         norm: get("output_norm.weight"),
         lm_head: None,
