@@ -63,6 +63,11 @@ impl WeightType {
         }
     }
 
+    /// Whether [`dequantize_row`] reads this type (the 32-value block types).
+    pub fn row_dequantizable(self) -> bool {
+        matches!(self, Self::Q4_0 | Self::Q4_1 | Self::Q8_0)
+    }
+
     /// Whether activations go as [`super::quantize::Q8KBlock`]s (else `Q8Block`s).
     pub fn k_quant(self) -> bool {
         matches!(self, Self::Q4K | Self::Q6K)
