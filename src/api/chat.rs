@@ -12,7 +12,7 @@ use super::openai::*;
 use super::sse::{chat_logprobs, ChatEncoder, Meta, UsageAcc};
 use super::{blocking, collect, fingerprint, merge, parse_json, sse_response, unix_now};
 use super::{AppState, RequestId};
-use crate::validate::{self, Limits};
+use crate::validate;
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -32,27 +32,15 @@ async fn handle_inner(
     let req: ChatCompletionRequest = parse_json(body)?;
     state.check_model(req.common.model.as_deref())?;
     let served = state.served()?;
-    let tokenizer = served.tokenizer.clone();
-    let template = served.template.clone();
-    let grammar = served.grammar.clone();
-    let total = served.max_tokens_total;
+    let validation = served.validation();
     let req2 = req.clone();
-    let prepared = blocking(move || {
-        let lim = Limits {
-            tokenizer: tokenizer.as_deref(),
-            template: template.as_deref(),
-            max_tokens_total: total,
-            grammar: grammar.as_deref(),
-        };
-        validate::chat(&req2, &lim)
-    })
-    .await?;
+    let prepared = blocking(move || validate::chat(&req2, &validation.limits())).await?;
     let n = prepared.valid.n;
     let stream = served.engine.submit(prepared.valid)?;
     let prompt_tokens = stream.prompt_tokens();
     let rules = generate::TextRules {
         stops: prepared.stops,
-        tool_names: prepared.tool_names.clone(),
+        tool_names: prepared.tool_names,
     };
     let outs = merge(vec![generate::spawn(stream, n, 0, rules)]);
     let meta = Meta {

@@ -13,7 +13,7 @@ use super::openai::*;
 use super::sse::{completion_logprobs, CompletionEncoder, Meta, UsageAcc};
 use super::{blocking, collect, fingerprint, merge, parse_json, sse_response, unix_now};
 use super::{AppState, RequestId};
-use crate::validate::{self, Limits};
+use crate::validate;
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -33,20 +33,11 @@ async fn handle_inner(
     let req: CompletionRequest = parse_json(body)?;
     state.check_model(req.common.model.as_deref())?;
     let served = state.served()?;
-    let tokenizer = served.tokenizer.clone();
-    let total = served.max_tokens_total;
+    let validation = served.validation();
     let req2 = req.clone();
-    let prepared = blocking(move || {
-        let lim = Limits {
-            tokenizer: tokenizer.as_deref(),
-            template: None,
-            max_tokens_total: total,
-            grammar: None,
-        };
-        validate::completion(&req2, &lim)
-    })
-    .await
-    .map_err(|e| e.at("prompt"))?;
+    let prepared = blocking(move || validate::completion(&req2, &validation.limits()))
+        .await
+        .map_err(|e| e.at("prompt"))?;
     let mut rxs = Vec::new();
     let mut echo = Vec::new();
     let mut prompt_tokens = 0;

@@ -84,6 +84,35 @@ impl Served {
             grammar,
         }
     }
+
+    /// What request validation reads, owned, to move onto a blocking thread.
+    pub fn validation(&self) -> Validation {
+        Validation {
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            grammar: self.grammar.clone(),
+            max_tokens_total: self.max_tokens_total,
+        }
+    }
+}
+
+/// The model facts of [`crate::validate::Limits`], owned (shared pointers).
+pub struct Validation {
+    tokenizer: Option<Arc<Tokenizer>>,
+    template: Option<Arc<ChatTemplate>>,
+    grammar: Option<Arc<GrammarCompiler>>,
+    max_tokens_total: usize,
+}
+
+impl Validation {
+    pub fn limits(&self) -> crate::validate::Limits<'_> {
+        crate::validate::Limits {
+            tokenizer: self.tokenizer.as_deref(),
+            template: self.template.as_deref(),
+            grammar: self.grammar.as_deref(),
+            max_tokens_total: self.max_tokens_total,
+        }
+    }
 }
 
 struct Inner {

@@ -80,16 +80,10 @@ impl Embedding {
         }
     }
 
-    /// Rows `ids` (`[ids.len(), hidden]`); `ids_tensor` holds the same ids on `device`. The ids
-    /// must be below the vocabulary size (the caller has checked them).
-    pub fn lookup(
-        &self,
-        ids: &[u32],
-        ids_tensor: &Tensor,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
+    /// Rows `ids` (`[ids.len(), hidden]`) on `device`; an id past the vocabulary is an error.
+    pub fn lookup(&self, ids: &[u32], device: &Device) -> candle_core::Result<Tensor> {
         match self {
-            Embedding::Dense(t) => t.index_select(ids_tensor, 0),
+            Embedding::Dense(t) => t.index_select(&Tensor::from_slice(ids, ids.len(), device)?, 0),
             Embedding::Quantized(q) => {
                 let row = q.raw.len() / q.vocab.max(1);
                 let mut out = vec![0f32; ids.len() * q.hidden];
@@ -130,7 +124,7 @@ mod tests {
                 .expect("dequantize");
             let table = QuantizedTable::new(&q).expect("read").expect("covered");
             let got = Embedding::Quantized(table)
-                .lookup(&ids, &ids_t, &dev)
+                .lookup(&ids, &dev)
                 .and_then(|r| r.to_vec2::<f32>())
                 .expect("lookup");
             assert!(got == want, "{dt:?} rows differ from candle's dequantize");

@@ -376,9 +376,7 @@ impl Llama {
     fn hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
         let step = StepIndex::new(batch, cache, &self.cfg, &self.device)?;
         let eps = self.cfg.rms_norm_eps as f32;
-        let mut x = self
-            .embed
-            .lookup(&step.token_ids, &step.tokens, &self.device)?;
+        let mut x = self.embed.lookup(&step.tokens, &self.device)?;
         let rope = self.rope_tables(&step.positions)?;
         for (idx, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
@@ -435,10 +433,8 @@ impl CausalLm for Llama {
 
 /// The index tensors of one step, built once and shared by every layer.
 struct StepIndex {
-    /// `[T]` token ids.
-    tokens: Tensor,
-    /// The same ids.
-    token_ids: Vec<u32>,
+    /// The step's token ids, sequence after sequence.
+    tokens: Vec<u32>,
     /// Position of every token.
     positions: Vec<usize>,
     /// `[sum of context lengths]` cache slots, sequence after sequence, positions in order;
@@ -519,8 +515,7 @@ impl StepIndex {
         let n_rows = logit_rows.len();
         let (nq, nk, ns) = (seqlens_q.len(), seqlens_k.len(), slots.len());
         Ok(Self {
-            tokens: Tensor::from_slice(&tokens, total, device)?,
-            token_ids: tokens,
+            tokens,
             positions,
             gather_slots: if device.is_cpu() {
                 None

@@ -440,9 +440,10 @@ fn gguf_llama(
         cfg.rope_scaling = RopeScaling::FreqFactors(f.map_err(|e| r.candle(e))?);
     }
     // On the CPU the table stays in its blocks and a step dequantizes the rows it looks up.
-    let table = match device.is_cpu() {
-        true => QuantizedTable::new(&embed_q).map_err(|e| r.candle(e))?,
-        false => None,
+    let table = if device.is_cpu() {
+        QuantizedTable::new(&embed_q).map_err(|e| r.candle(e))?
+    } else {
+        None
     };
     let embed = match table {
         Some(t) => Embedding::Quantized(t),
