@@ -9,12 +9,12 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::EngineArgs;
-use crate::engine::sampling::{SamplingError, SamplingParams};
 use crate::engine::Engine;
 use crate::loadtest::{run_level, LoadSpec, TABLE_HEADER};
 use crate::model::generate::{generate, Finish, GenerateError, GenerateOptions};
 use crate::model::perplexity::{perplexity, PerplexityError};
 use crate::model::{device, CausalLm, LoadError};
+use crate::sampling::{SamplingError, SamplingParams};
 use crate::telemetry::LogFormat;
 use crate::tokenizer::IncrementalDecoder;
 

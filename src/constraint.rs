@@ -286,7 +286,7 @@ pub(crate) mod tests {
                 logits[id_of(p) as usize] = 10.0;
             }
             c.apply(&mut logits).expect("mask");
-            let id = crate::engine::sampling::argmax(&logits);
+            let id = crate::sampling::argmax(&logits);
             if id == 0 {
                 break;
             }

@@ -17,6 +17,8 @@ pub mod kernels;
 pub mod loadtest;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).
 pub mod model;
+/// Logits -> token: the sampler, its processors and logprobs. Pure; depends on nothing.
+pub mod sampling;
 /// `wick serve`: bind, load, serve, drain on SIGTERM.
 pub mod server;
 /// `wick speed`: raw forward speed (prefill, decode, batched decode), llama-bench style.

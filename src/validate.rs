@@ -12,8 +12,8 @@ use crate::api::openai::{
 };
 use crate::api::tools::{self, Tools};
 use crate::constraint::{ConstraintError, Grammar, GrammarCompiler};
-use crate::engine::sampling::SamplingParams;
 use crate::engine::ValidRequest;
+use crate::sampling::SamplingParams;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
 /// What the engine needs plus what the API layer keeps.

@@ -153,9 +153,7 @@ impl From<SubmitError> for ApiError {
             }
             SubmitError::Sampling(s) => {
                 let field = match s {
-                    crate::engine::sampling::SamplingError::InvalidParam { field, .. } => {
-                        Some(*field)
-                    }
+                    crate::sampling::SamplingError::InvalidParam { field, .. } => Some(*field),
                     _ => None,
                 };
                 ApiError::invalid(e.to_string(), field)

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use super::stop::{Scan, StopScanner};
 use super::tool_parse::{ParsedCall, Piece, ToolCallScanner};
-use crate::engine::sampling::TokenLogprob;
 use crate::engine::{Event, EventStream};
+use crate::sampling::TokenLogprob;
 
 /// One generated token, for logprobs.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::oneshot;
 
-use super::kv_cache::{BlockId, BlockManager};
+use super::blocks::{BlockId, BlockManager};
 use crate::model::{Batch, CausalLm, KvCache, LogitsWanted, SeqChunk};
 
 /// The vectors of a job's inputs, in order, or why the job failed.

@@ -11,9 +11,8 @@
 //!
 //! Callers run on any thread (the HTTP layer's tasks); nothing here blocks on the worker.
 
+pub mod blocks;
 pub mod embed;
-pub mod kv_cache;
-pub mod sampling;
 pub mod scheduler;
 mod worker;
 
@@ -27,8 +26,8 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::constraint::Constraint;
 use crate::model::{CausalLm, KvCache, KvCacheConfig, ModelError};
+use crate::sampling::{self, SamplingError, SamplingParams, TokenLogprob};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
-use sampling::{SamplingError, SamplingParams, TokenLogprob};
 
 /// Engine limits and sizes.
 #[derive(Debug, Clone, PartialEq)]

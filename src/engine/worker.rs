@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::blocks::{chain_hash, BlockId, BlockManager};
 use super::embed::{EmbedQueue, EmbedSubmission};
-use super::kv_cache::{chain_hash, BlockId, BlockManager};
-use super::sampling::{self, SampledToken, Sampler};
 use super::scheduler::{self, Budget, RunningView, SeqId, WaitingView};
 use super::{
     Command, EngineConfig, FinishReason, PromptToken, Shared, Timings, Usage, ValidRequest,
@@ -22,6 +21,7 @@ use super::{
 };
 use crate::constraint::Constraint;
 use crate::model::{Batch, CausalLm, KvCache, LogitsWanted, SeqChunk};
+use crate::sampling::{self, Sampler, Token};
 
 /// A request on its way to the worker.
 pub(crate) struct Submission {
@@ -92,7 +92,7 @@ struct Sequence {
 
 impl Sequence {
     /// Samples the next token from `row` (`[vocab]` logits), masked by the constraint first.
-    fn next_token(&mut self, row: &mut [f32]) -> Result<SampledToken, String> {
+    fn next_token(&mut self, row: &mut [f32]) -> Result<Token, String> {
         if let Some(c) = self.constraint.as_mut() {
             c.apply(row).map_err(|e| e.to_string())?;
         }
@@ -624,7 +624,7 @@ impl<M: CausalLm> Worker<M> {
             index: s.index,
             id: tok.id,
             logprob: tok.logprob,
-            top_logprobs: tok.top_logprobs,
+            top_logprobs: tok.top,
         });
         s.tokens.push(tok.id);
         if s.constraint.as_ref().is_some_and(Constraint::is_finished) {

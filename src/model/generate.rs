@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use candle_core::DType;
 
 use super::{Batch, CausalLm, KvCache, KvCacheConfig, LogitsWanted, ModelError, SeqChunk};
-use crate::engine::sampling::{SampledToken, Sampler, SamplingError, SamplingParams};
+use crate::sampling::{Sampler, SamplingError, SamplingParams, Token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -47,7 +47,7 @@ pub struct GenerateOptions {
 }
 
 pub struct Generation {
-    pub tokens: Vec<SampledToken>,
+    pub tokens: Vec<Token>,
     pub finish: Finish,
     pub prompt_time: Duration,
     pub gen_time: Duration,
@@ -60,7 +60,7 @@ pub fn generate(
     model: &dyn CausalLm,
     prompt: &[u32],
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(&SampledToken) -> bool,
+    mut on_token: impl FnMut(&Token) -> bool,
 ) -> Result<Generation, GenerateError> {
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
-use wick::engine::sampling::SamplingParams;
 use wick::kernels::Linear;
 use wick::model::generate::{generate, GenerateOptions};
 use wick::model::llama::{LayerWeights, LlamaWeights};
 use wick::model::perplexity::perplexity;
 use wick::model::testing::{logits_alone, logits_interleaved, max_abs_diff};
 use wick::model::{CausalLm, Llama, LlamaConfig};
+use wick::sampling::SamplingParams;
 
 use crate::common::{ids, model, reference};
 
@@ -55,7 +55,7 @@ fn run_greedy_case(m: &dyn CausalLm, case: &serde_json::Value) -> CaseReport {
             .iter()
             .map(|t| t["id"].as_u64().expect("id") as u32)
             .collect();
-        let ours: Vec<u32> = tok.top_logprobs.iter().map(|t| t.id).collect();
+        let ours: Vec<u32> = tok.top.iter().map(|t| t.id).collect();
         overlaps.push(ours.iter().filter(|i| top5.contains(i)).count() as f64 / 5.0);
         let ref_id = r["id"].as_u64().expect("id") as u32;
         if tok.id != ref_id {

@@ -194,9 +194,10 @@ pub struct TokenLogprob {
     pub logprob: f32,
 }
 
-/// The outcome of one sampling step.
+/// One token with its logprobs: what the sampler picks, what prompt scoring reports, and what
+/// the engine streams, unchanged from the sampler to the response encoders.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SampledToken {
+pub struct Token {
     pub id: u32,
     /// Present iff `params.logprobs` is `Some`: the log-softmax of the RAW logits (before
     /// penalties, bias, temperature or truncation: the model's own distribution, as llama.cpp
@@ -204,7 +205,7 @@ pub struct SampledToken {
     pub logprob: Option<f32>,
     /// The top-n tokens by raw logprob, best first (ties broken by lower id),
     /// n = `params.logprobs` (capped at the vocabulary size).
-    pub top_logprobs: Vec<TokenLogprob>,
+    pub top: Vec<TokenLogprob>,
 }
 
 /// Samples one sequence's tokens, step after step, keeping the history penalties need.
@@ -273,7 +274,7 @@ impl Sampler {
     }
 
     /// Samples the next token from `logits` (shape `[vocab]`, raw model output) and records it.
-    pub fn sample(&mut self, logits: &[f32]) -> Result<SampledToken, SamplingError> {
+    pub fn sample(&mut self, logits: &[f32]) -> Result<Token, SamplingError> {
         self.check_vocab(logits.len())?;
         let max = self.process(logits);
         if max == f32::NEG_INFINITY {
@@ -294,10 +295,10 @@ impl Sampler {
             }
         };
         self.accept(id);
-        Ok(SampledToken {
+        Ok(Token {
             id,
             logprob,
-            top_logprobs,
+            top: top_logprobs,
         })
     }
 
@@ -1025,11 +1026,7 @@ mod tests {
         for _ in 0..20 {
             let token = sampler.sample(&logits).expect("sample");
             assert_eq!(token.logprob, Some(raw[token.id as usize]));
-            let top: Vec<(u32, f32)> = token
-                .top_logprobs
-                .iter()
-                .map(|t| (t.id, t.logprob))
-                .collect();
+            let top: Vec<(u32, f32)> = token.top.iter().map(|t| (t.id, t.logprob)).collect();
             // Ties (ids 1 and 3) go to the lower id.
             assert_eq!(top, [(1, raw[1]), (3, raw[3]), (5, raw[5])]);
         }
@@ -1041,11 +1038,11 @@ mod tests {
         let params = greedy_with(|p| p.logprobs = Some(0));
         let token = Sampler::new(params, &[]).sample(&logits).expect("sample");
         assert_eq!(token.logprob, Some(log_softmax(&logits)[2]));
-        assert!(token.top_logprobs.is_empty());
+        assert!(token.top.is_empty());
         let token = Sampler::new(SamplingParams::greedy(), &[])
             .sample(&logits)
             .expect("s");
-        assert_eq!((token.logprob, token.top_logprobs), (None, Vec::new()));
+        assert_eq!((token.logprob, token.top), (None, Vec::new()));
     }
 
     #[test]
@@ -1310,10 +1307,10 @@ mod tests {
             let token = sampler.sample(&logits).expect("sample");
             prop_assert!(allowed[token.id as usize], "id {} not allowed: {:?}", token.id, allowed);
             if let Some(n) = params.logprobs {
-                prop_assert_eq!(token.top_logprobs.len(), n.min(logits.len()));
+                prop_assert_eq!(token.top.len(), n.min(logits.len()));
                 let raw = log_softmax(&logits);
                 prop_assert_eq!(token.logprob, Some(raw[token.id as usize]));
-                prop_assert!(token.top_logprobs.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+                prop_assert!(token.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
             }
             // Later steps, with penalties building up, stay in range and do not panic.
             for _ in 0..5 {
