@@ -320,6 +320,20 @@ impl Llama {
             .apply_rope(&k, &rope.0, &rope.1)?
             .reshape((t, nkv, hd))?;
 
+        Self::write_kv(idx, &k, &v, batch, cache)?;
+        let out = self.attend(idx, &q, &step.attn, batch, cache)?;
+        Ok(layer.wo.forward(&out)?)
+    }
+
+    /// Stores the step's keys and values, `[tokens, kv_heads, head_dim]`, in each sequence's
+    /// blocks.
+    fn write_kv(
+        idx: usize,
+        k: &Tensor,
+        v: &Tensor,
+        batch: &Batch<'_>,
+        cache: &mut KvCache,
+    ) -> Result<(), ModelError> {
         let mut offset = 0;
         for s in &batch.seqs {
             let n = s.tokens.len();
@@ -332,36 +346,46 @@ impl Llama {
             )?;
             offset += n;
         }
+        Ok(())
+    }
+
+    /// Causal attention of `q` (`[tokens, heads, head_dim]`) over each sequence's cached
+    /// context: `[tokens, heads * head_dim]` in `q`'s dtype.
+    fn attend(
+        &self,
+        idx: usize,
+        q: &Tensor,
+        attn: &AttnIndex,
+        batch: &Batch<'_>,
+        cache: &KvCache,
+    ) -> Result<Tensor, ModelError> {
+        let (nh, hd) = (self.cfg.num_heads, self.cfg.head_dim);
+        let t = q.dim(0)?;
         let scale = 1.0 / (hd as f32).sqrt();
-        let out = match &step.gather_slots {
+        match attn {
             // CPU: our kernel reads the blocks in place.
-            None => {
-                let seqs = step.attn_seqs(batch);
+            AttnIndex::InPlace { rows } => {
+                let seqs = attn_seqs(rows, batch);
                 let qv = q.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 let out = cache.attend_cpu(idx, &qv, &seqs, nh, scale)?;
-                Tensor::from_vec(out, (t, nh * hd), &self.device)?.to_dtype(h.dtype())?
+                Ok(Tensor::from_vec(out, (t, nh * hd), &self.device)?.to_dtype(q.dtype())?)
             }
-            Some(slots) => {
+            AttnIndex::Gathered {
+                slots,
+                seqlens_q,
+                seqlens_k,
+                max_q,
+                max_k,
+            } => {
                 let (kc, vc) = cache.gather(idx, slots)?;
                 let (kc, vc) = (kc.to_dtype(q.dtype())?, vc.to_dtype(q.dtype())?);
-                candle_nn::attention::flash_attn_varlen_unfused(
-                    &q,
-                    &kc,
-                    &vc,
-                    None,
-                    &step.seqlens_q,
-                    &step.seqlens_k,
-                    step.max_q,
-                    step.max_k,
-                    scale,
-                    true,
-                    None,
+                Ok(candle_nn::attention::flash_attn_varlen_unfused(
+                    q, &kc, &vc, None, seqlens_q, seqlens_k, *max_q, *max_k, scale, true, None,
                     None,
                 )?
-                .reshape((t, nh * hd))?
+                .reshape((t, nh * hd))?)
             }
-        };
-        Ok(layer.wo.forward(&out)?)
+        }
     }
 
     fn mlp(&self, idx: usize, h: &Tensor) -> candle_core::Result<Tensor> {
@@ -437,20 +461,28 @@ struct StepIndex {
     tokens: Vec<u32>,
     /// Position of every token.
     positions: Vec<usize>,
-    /// `[sum of context lengths]` cache slots, sequence after sequence, positions in order;
-    /// only off the CPU, whose attention kernel reads the blocks in place.
-    gather_slots: Option<Tensor>,
-    /// Per sequence: its first token's row in the step.
-    rows: Vec<usize>,
-    /// `[B]` new tokens per sequence.
-    seqlens_q: Tensor,
-    /// `[B]` context length (cached + new) per sequence.
-    seqlens_k: Tensor,
-    max_q: usize,
-    max_k: usize,
     /// Rows (token indices in the step) that want logits.
     logit_rows: Tensor,
     logit_rows_all: bool,
+    attn: AttnIndex,
+}
+
+/// Where attention finds each sequence's context: what the device's attention path needs.
+enum AttnIndex {
+    /// CPU: our kernel reads the blocks in place. Per sequence, its first token's row in the
+    /// step.
+    InPlace { rows: Vec<usize> },
+    /// Off the CPU: the context is gathered out of the blocks into one varlen batch.
+    Gathered {
+        /// `[sum of context lengths]` cache slots, sequence after sequence, positions in order.
+        slots: Tensor,
+        /// `[B]` new tokens per sequence.
+        seqlens_q: Tensor,
+        /// `[B]` context length (cached + new) per sequence.
+        seqlens_k: Tensor,
+        max_q: usize,
+        max_k: usize,
+    },
 }
 
 impl StepIndex {
@@ -460,38 +492,12 @@ impl StepIndex {
         cfg: &LlamaConfig,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        if batch.seqs.is_empty() {
-            return Err(ModelError::InvalidBatch(
-                "the batch has no sequences".into(),
-            ));
-        }
+        check_batch(batch, cache, cfg)?;
         let total = batch.num_tokens();
         let mut tokens = Vec::with_capacity(total);
         let mut positions = Vec::with_capacity(total);
-        let mut slots = Vec::new();
-        let mut rows = Vec::with_capacity(batch.seqs.len());
-        let (mut seqlens_q, mut seqlens_k) = (Vec::new(), Vec::new());
         let mut logit_rows = Vec::new();
-        for (i, s) in batch.seqs.iter().enumerate() {
-            if s.tokens.is_empty() {
-                return Err(ModelError::InvalidBatch(format!(
-                    "sequence {i} has no tokens"
-                )));
-            }
-            let end = s.start_pos + s.tokens.len();
-            if end > cfg.max_position {
-                return Err(ModelError::InvalidBatch(format!(
-                    "sequence {i} reaches position {end}, past the model's context of {}",
-                    cfg.max_position
-                )));
-            }
-            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-                return Err(ModelError::InvalidBatch(format!(
-                    "token id {bad} out of range: vocabulary has {} tokens",
-                    cfg.vocab_size
-                )));
-            }
-            cache.check_blocks(s.blocks, end)?;
+        for s in &batch.seqs {
             let row0 = tokens.len();
             match s.logits {
                 LogitsWanted::None => {}
@@ -501,51 +507,100 @@ impl StepIndex {
                 }
             }
             tokens.extend_from_slice(s.tokens);
-            positions.extend(s.start_pos..end);
-            rows.push(row0);
-            if !device.is_cpu() {
-                slots.extend((0..end).map(|p| cache.slot(s.blocks, p) as u32));
-            }
+            positions.extend(s.start_pos..s.start_pos + s.tokens.len());
+        }
+        let logit_rows_all = logit_rows.len() == total;
+        let n_rows = logit_rows.len();
+        Ok(Self {
+            tokens,
+            positions,
+            logit_rows: Tensor::from_vec(logit_rows, n_rows, device)?,
+            logit_rows_all,
+            attn: AttnIndex::new(batch, cache, device)?,
+        })
+    }
+}
+
+/// Checks every sequence of the batch has tokens, stays inside the model's context and
+/// vocabulary, and has the cache blocks its positions need.
+fn check_batch(batch: &Batch<'_>, cache: &KvCache, cfg: &LlamaConfig) -> Result<(), ModelError> {
+    if batch.seqs.is_empty() {
+        return Err(ModelError::InvalidBatch(
+            "the batch has no sequences".into(),
+        ));
+    }
+    for (i, s) in batch.seqs.iter().enumerate() {
+        if s.tokens.is_empty() {
+            return Err(ModelError::InvalidBatch(format!(
+                "sequence {i} has no tokens"
+            )));
+        }
+        let end = s.start_pos + s.tokens.len();
+        if end > cfg.max_position {
+            return Err(ModelError::InvalidBatch(format!(
+                "sequence {i} reaches position {end}, past the model's context of {}",
+                cfg.max_position
+            )));
+        }
+        if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(ModelError::InvalidBatch(format!(
+                "token id {bad} out of range: vocabulary has {} tokens",
+                cfg.vocab_size
+            )));
+        }
+        cache.check_blocks(s.blocks, end)?;
+    }
+    Ok(())
+}
+
+impl AttnIndex {
+    /// The index for `device`'s attention path; `batch` has passed [`check_batch`].
+    fn new(batch: &Batch<'_>, cache: &KvCache, device: &Device) -> Result<Self, ModelError> {
+        if device.is_cpu() {
+            let rows = batch
+                .seqs
+                .iter()
+                .scan(0, |row, s| {
+                    let row0 = *row;
+                    *row += s.tokens.len();
+                    Some(row0)
+                })
+                .collect();
+            return Ok(Self::InPlace { rows });
+        }
+        let mut slots = Vec::new();
+        let (mut seqlens_q, mut seqlens_k) = (Vec::new(), Vec::new());
+        for s in &batch.seqs {
+            let end = s.start_pos + s.tokens.len();
+            slots.extend((0..end).map(|p| cache.slot(s.blocks, p) as u32));
             seqlens_q.push(s.tokens.len() as u32);
             seqlens_k.push(end as u32);
         }
         let max_q = seqlens_q.iter().copied().max().unwrap_or(0) as usize;
         let max_k = seqlens_k.iter().copied().max().unwrap_or(0) as usize;
-        let logit_rows_all = logit_rows.len() == total;
-        let n_rows = logit_rows.len();
         let (nq, nk, ns) = (seqlens_q.len(), seqlens_k.len(), slots.len());
-        Ok(Self {
-            tokens,
-            positions,
-            gather_slots: if device.is_cpu() {
-                None
-            } else {
-                Some(Tensor::from_vec(slots, ns, device)?)
-            },
-            rows,
+        Ok(Self::Gathered {
+            slots: Tensor::from_vec(slots, ns, device)?,
             seqlens_q: Tensor::from_vec(seqlens_q, nq, device)?,
             seqlens_k: Tensor::from_vec(seqlens_k, nk, device)?,
             max_q,
             max_k,
-            logit_rows: Tensor::from_vec(logit_rows, n_rows, device)?,
-            logit_rows_all,
         })
     }
 }
 
-impl StepIndex {
-    /// The step's sequences as the CPU attention kernel takes them.
-    fn attn_seqs<'a>(&self, batch: &Batch<'a>) -> Vec<AttnSeq<'a>> {
-        batch
-            .seqs
-            .iter()
-            .zip(&self.rows)
-            .map(|(s, &row)| AttnSeq {
-                row,
-                len: s.tokens.len(),
-                start_pos: s.start_pos,
-                blocks: s.blocks,
-            })
-            .collect()
-    }
+/// The step's sequences as the CPU attention kernel takes them; `rows[i]` is sequence i's
+/// first row.
+fn attn_seqs<'a>(rows: &[usize], batch: &Batch<'a>) -> Vec<AttnSeq<'a>> {
+    batch
+        .seqs
+        .iter()
+        .zip(rows)
+        .map(|(s, &row)| AttnSeq {
+            row,
+            len: s.tokens.len(),
+            start_pos: s.start_pos,
+            blocks: s.blocks,
+        })
+        .collect()
 }
