@@ -341,6 +341,22 @@ impl GgufReader<'_> {
         q.dequantize(self.device).map_err(|e| self.candle(e))
     }
 
+    /// Decoder layer `i`, under the `blk.{i}.` names.
+    fn layer(&mut self, i: usize) -> Result<LayerWeights, LoadError> {
+        let t = |s: &str| format!("blk.{i}.{s}.weight");
+        Ok(LayerWeights {
+            attn_norm: self.dense(&t("attn_norm"))?,
+            wq: self.matmul(&t("attn_q"))?,
+            wk: self.matmul(&t("attn_k"))?,
+            wv: self.matmul(&t("attn_v"))?,
+            wo: self.matmul(&t("attn_output"))?,
+            ffn_norm: self.dense(&t("ffn_norm"))?,
+            w_gate: self.matmul(&t("ffn_gate"))?,
+            w_up: self.matmul(&t("ffn_up"))?,
+            w_down: self.matmul(&t("ffn_down"))?,
+        })
+    }
+
     fn candle(&self, source: candle_core::Error) -> LoadError {
         LoadError::Candle {
             path: self.path.to_path_buf(),
@@ -456,21 +472,9 @@ fn gguf_llama(
     } else {
         Some(Linear::from_qtensor(embed_q).map_err(|e| r.candle(e))?)
     };
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for i in 0..cfg.num_layers {
-        let t = |s: &str| format!("blk.{i}.{s}.weight");
-        layers.push(LayerWeights {
-            attn_norm: r.dense(&t("attn_norm"))?,
-            wq: r.matmul(&t("attn_q"))?,
-            wk: r.matmul(&t("attn_k"))?,
-            wv: r.matmul(&t("attn_v"))?,
-            wo: r.matmul(&t("attn_output"))?,
-            ffn_norm: r.dense(&t("ffn_norm"))?,
-            w_gate: r.matmul(&t("ffn_gate"))?,
-            w_up: r.matmul(&t("ffn_up"))?,
-            w_down: r.matmul(&t("ffn_down"))?,
-        });
-    }
+    let layers = (0..cfg.num_layers)
+        .map(|i| r.layer(i))
+        .collect::<Result<Vec<_>, _>>()?;
     let weights = LlamaWeights {
         embed,
         layers,
@@ -614,11 +618,41 @@ impl SafetensorsReader<'_> {
     fn linear(&self, name: &str) -> Result<Linear, LoadError> {
         Ok(QMatMul::Tensor(self.tensor(name)?).into())
     }
+    /// Decoder layer `i`, under the `model.layers.{i}.` names.
+    fn layer(&self, i: usize) -> Result<LayerWeights, LoadError> {
+        let p = format!("model.layers.{i}");
+        Ok(LayerWeights {
+            attn_norm: self.tensor(&format!("{p}.input_layernorm.weight"))?,
+            wq: self.linear(&format!("{p}.self_attn.q_proj.weight"))?,
+            wk: self.linear(&format!("{p}.self_attn.k_proj.weight"))?,
+            wv: self.linear(&format!("{p}.self_attn.v_proj.weight"))?,
+            wo: self.linear(&format!("{p}.self_attn.o_proj.weight"))?,
+            ffn_norm: self.tensor(&format!("{p}.post_attention_layernorm.weight"))?,
+            w_gate: self.linear(&format!("{p}.mlp.gate_proj.weight"))?,
+            w_up: self.linear(&format!("{p}.mlp.up_proj.weight"))?,
+            w_down: self.linear(&format!("{p}.mlp.down_proj.weight"))?,
+        })
+    }
 }
 
 /// Loads a Hugging Face directory: `config.json`, `*.safetensors` (sharded with an index too),
 /// `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel, LoadError> {
+    let (hf, config_path) = open_hf_dir(dir)?;
+    let cfg = hf_config(&config_path, &hf)?;
+    let (tokenizer, chat_template) = hf_tokenizer(dir)?;
+    let model = hf_llama(dir, cfg, hf.tie_word_embeddings, device)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        name: display_name(dir),
+    })
+}
+
+/// Reads `config.json`, checking that the directory has one and that the architecture is one
+/// we build. Returns the config and its path, which later errors name.
+fn open_hf_dir(dir: &Path) -> Result<(HfConfig, PathBuf), LoadError> {
     let config_path = dir.join("config.json");
     if !config_path.exists() {
         return Err(LoadError::NotAModel {
@@ -634,7 +668,11 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel, LoadError
             found: model_type,
         });
     }
-    let cfg = LlamaConfig {
+    Ok((hf, config_path))
+}
+
+fn hf_config(config_path: &Path, hf: &HfConfig) -> Result<LlamaConfig, LoadError> {
+    Ok(LlamaConfig {
         vocab_size: hf.vocab_size,
         hidden_size: hf.hidden_size,
         intermediate_size: hf.intermediate_size,
@@ -646,11 +684,15 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel, LoadError
             .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
         rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
         rope_theta: hf.rope_theta.unwrap_or(10_000.0) as f32,
-        rope_scaling: hf_rope_scaling(&config_path, &hf.rope_scaling)?,
+        rope_scaling: hf_rope_scaling(config_path, &hf.rope_scaling)?,
         rope_style: RopeStyle::Half,
         max_position: hf.max_position_embeddings.unwrap_or(4096),
-    };
+    })
+}
 
+/// The tokenizer from `tokenizer.json` (with `tokenizer_config.json` and
+/// `generation_config.json` where present) and the chat template from `tokenizer_config.json`.
+fn hf_tokenizer(dir: &Path) -> Result<(Tokenizer, Option<ChatTemplate>), LoadError> {
     let tok_json = dir.join("tokenizer.json");
     if !tok_json.exists() {
         return Err(LoadError::NotFound { path: tok_json });
@@ -676,7 +718,14 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel, LoadError
         })?,
         None => None,
     };
+    Ok((tokenizer, chat_template))
+}
 
+/// Memory-maps the directory's safetensors files and picks the dtype the weights load in.
+fn open_safetensors<'a>(
+    dir: &'a Path,
+    device: &'a Device,
+) -> Result<SafetensorsReader<'a>, LoadError> {
     let files = safetensors_files(dir)?;
     // SAFETY: the files are memory-mapped read-only; like every mmap loader we rely on nobody
     // truncating them while the model loads (tensors are copied out before this returns).
@@ -700,28 +749,22 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel, LoadError
             })
             .unwrap_or(DType::F32)
     };
-    let r = SafetensorsReader {
+    Ok(SafetensorsReader {
         dir,
         st,
         device,
         dtype,
-    };
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for i in 0..cfg.num_layers {
-        let p = format!("model.layers.{i}");
-        layers.push(LayerWeights {
-            attn_norm: r.tensor(&format!("{p}.input_layernorm.weight"))?,
-            wq: r.linear(&format!("{p}.self_attn.q_proj.weight"))?,
-            wk: r.linear(&format!("{p}.self_attn.k_proj.weight"))?,
-            wv: r.linear(&format!("{p}.self_attn.v_proj.weight"))?,
-            wo: r.linear(&format!("{p}.self_attn.o_proj.weight"))?,
-            ffn_norm: r.tensor(&format!("{p}.post_attention_layernorm.weight"))?,
-            w_gate: r.linear(&format!("{p}.mlp.gate_proj.weight"))?,
-            w_up: r.linear(&format!("{p}.mlp.up_proj.weight"))?,
-            w_down: r.linear(&format!("{p}.mlp.down_proj.weight"))?,
-        });
-    }
-    let lm_head = if !hf.tie_word_embeddings && r.has("lm_head.weight") {
+    })
+}
+
+/// The model of a Hugging Face directory; `tied` (`tie_word_embeddings`) ignores any
+/// `lm_head.weight` and multiplies by the embedding table.
+fn hf_llama(dir: &Path, cfg: LlamaConfig, tied: bool, device: &Device) -> Result<Llama, LoadError> {
+    let r = open_safetensors(dir, device)?;
+    let layers = (0..cfg.num_layers)
+        .map(|i| r.layer(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lm_head = if !tied && r.has("lm_head.weight") {
         Some(r.linear("lm_head.weight")?)
     } else {
         None
@@ -732,14 +775,8 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel, LoadError
         norm: r.tensor("model.norm.weight")?,
         lm_head,
     };
-    let model = Llama::new(cfg, weights, device).map_err(|detail| LoadError::Shape {
+    Llama::new(cfg, weights, device).map_err(|detail| LoadError::Shape {
         path: dir.to_path_buf(),
         detail,
-    })?;
-    Ok(LoadedModel {
-        model,
-        tokenizer,
-        chat_template,
-        name: display_name(dir),
     })
 }

@@ -205,7 +205,12 @@ fn write_json(
         ValueKind::String => write_json_string(out, value.as_str().unwrap_or_default(), style),
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
-            write_container(out, ('[', ']'), &items, style, depth, |out, item, depth| {
+            let list = Container {
+                brackets: ('[', ']'),
+                items: &items,
+                depth,
+            };
+            write_container(out, list, style, |out, item, depth| {
                 write_json(out, item, style, depth)
             })?;
         }
@@ -217,18 +222,16 @@ fn write_json(
             if style.sort_keys {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
             }
-            write_container(
-                out,
-                ('{', '}'),
-                &entries,
-                style,
+            let object = Container {
+                brackets: ('{', '}'),
+                items: &entries,
                 depth,
-                |out, (key, item), depth| {
-                    write_json_string(out, key, style);
-                    out.push_str(&style.key_separator);
-                    write_json(out, item, style, depth)
-                },
-            )?;
+            };
+            write_container(out, object, style, |out, (key, item), depth| {
+                write_json_string(out, key, style);
+                out.push_str(&style.key_separator);
+                write_json(out, item, style, depth)
+            })?;
         }
         other => {
             return Err(invalid(&format!(
@@ -239,13 +242,23 @@ fn write_json(
     Ok(())
 }
 
-/// Writes `items` between `brackets`, one per line when indenting, as Python does.
+/// A JSON array or object to write: its brackets, its items, and how deep it sits.
+struct Container<'a, T> {
+    brackets: (char, char),
+    items: &'a [T],
+    depth: usize,
+}
+
+/// Writes the container's items between its brackets, one per line when indenting, as Python
+/// does.
 fn write_container<T>(
     out: &mut String,
-    brackets: (char, char),
-    items: &[T],
+    Container {
+        brackets,
+        items,
+        depth,
+    }: Container<'_, T>,
     style: &JsonStyle,
-    depth: usize,
     mut write_item: impl FnMut(&mut String, &T, usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
     out.push(brackets.0);
