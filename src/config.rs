@@ -1,10 +1,103 @@
-//! Command-line groups shared by the commands that run the engine, and their validation into
-//! [`EngineConfig`]. Every flag has a `WICK_` environment variable.
+//! Command-line groups shared by the commands, and their validation: `ModelArgs` (which model,
+//! which device), `EngineArgs` -> `EngineConfig`, `ServerArgs` (the HTTP listener),
+//! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`. Every flag has a doc line that
+//! `--help` shows; the engine and server flags also have a `WICK_` environment variable.
+//! Parsed on the main thread before any command runs; nothing here loads or runs anything.
 
 use candle_core::DType;
 use clap::Args;
 
 use crate::engine::EngineConfig;
+use crate::sampling::SamplingParams;
+
+/// The embedded default model: the small test model `scripts/fetch-test-model.sh` fetches.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Which model, on which device.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A .gguf file, a Hugging Face model directory, or a hub id `org/name[:file]`.
+    #[arg(long, short, env = "WICK_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, env = "WICK_DEVICE", default_value = "cpu")]
+    pub device: String,
+}
+
+/// The HTTP listener of `wick serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to bind.
+    #[arg(long, env = "WICK_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind.
+    #[arg(long, env = "WICK_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// The model name requests must use (default: the --model value).
+    #[arg(long, env = "WICK_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Largest request body in bytes (413 past it).
+    #[arg(long, env = "WICK_MAX_BODY_BYTES", default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish on SIGTERM or ctrl-c.
+    #[arg(long, env = "WICK_DRAIN_GRACE_SECS", default_value_t = 30)]
+    pub drain_grace_secs: u64,
+}
+
+/// How `wick run` picks each token (checked by [`SamplingParams::validate`] once the vocabulary
+/// is known).
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// 0 is off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass; 1 is off.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one; 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalty on tokens already seen in the prompt or the output (CTRL-style); 1 is off.
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Subtracted from the logit of each token already generated; 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Subtracted from each token's logit once per time it was generated; 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl From<&SamplingArgs> for SamplingParams {
+    fn from(a: &SamplingArgs) -> Self {
+        SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            repetition_penalty: a.repetition_penalty,
+            presence_penalty: a.presence_penalty,
+            frequency_penalty: a.frequency_penalty,
+            logit_bias: Vec::new(),
+            seed: a.seed,
+            logprobs: None,
+        }
+    }
+}
+
+/// The KV cache element type: one flag for the engine ([`EngineArgs`]) and `wick speed`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct KvDtypeArg {
+    /// KV cache element type: f16, bf16 or f32.
+    #[arg(long, env = "WICK_KV_CACHE_DTYPE", default_value = "f16", value_parser = parse_dtype)]
+    pub kv_cache_dtype: DType,
+}
 
 /// Engine sizing and limits.
 #[derive(Debug, Clone, Args)]
@@ -26,9 +119,8 @@ pub struct EngineArgs {
     /// become resident only as blocks are used.
     #[arg(long, env = "WICK_KV_CACHE_MEMORY", value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
-    /// KV cache element type: f16, bf16 or f32.
-    #[arg(long, env = "WICK_KV_CACHE_DTYPE", default_value = "f16", value_parser = parse_dtype)]
-    pub kv_cache_dtype: DType,
+    #[command(flatten)]
+    pub kv: KvDtypeArg,
     /// Tokens per KV block.
     #[arg(long, env = "WICK_BLOCK_SIZE", default_value_t = 16)]
     pub block_size: usize,
@@ -62,7 +154,7 @@ impl EngineArgs {
             max_queue_tokens: self.max_queue_tokens,
             block_size: self.block_size,
             kv_cache_bytes: self.kv_cache_memory,
-            kv_dtype: self.kv_cache_dtype,
+            kv_dtype: self.kv.kv_cache_dtype,
             prefix_caching: !self.no_prefix_caching,
         })
     }
@@ -92,6 +184,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((value * mult) as u64)
 }
 
+/// Parses a KV cache element type: `f16`, `bf16` or `f32`.
 pub(crate) fn parse_dtype(s: &str) -> Result<DType, String> {
     match s {
         "f16" => Ok(DType::F16),
@@ -133,5 +226,63 @@ mod tests {
         assert!(t.e.resolve().unwrap_err().contains("--max-running 600"));
         let t = T::parse_from(["t", "--block-size", "0"]);
         assert!(t.e.resolve().unwrap_err().contains("--block-size"));
+    }
+
+    #[test]
+    fn sampling_args_become_sampling_params() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            s: SamplingArgs,
+        }
+        let defaults = SamplingParams::from(&T::parse_from(["t"]).s);
+        assert_eq!(defaults.temperature, 0.7);
+        assert_eq!(
+            (defaults.top_k, defaults.top_p, defaults.min_p),
+            (0, 1.0, 0.0)
+        );
+        assert_eq!(defaults.repetition_penalty, 1.0);
+        assert_eq!(
+            (defaults.presence_penalty, defaults.frequency_penalty),
+            (0.0, 0.0)
+        );
+        assert_eq!(defaults.seed, None);
+        let t = T::parse_from([
+            "t",
+            "--temperature=0",
+            "--top-k=5",
+            "--top-p=0.9",
+            "--min-p=0.05",
+            "--repetition-penalty=1.1",
+            "--presence-penalty=0.5",
+            "--frequency-penalty=-0.5",
+            "--seed=7",
+        ]);
+        let p = SamplingParams::from(&t.s);
+        assert_eq!(
+            (p.temperature, p.top_k, p.top_p, p.min_p),
+            (0.0, 5, 0.9, 0.05)
+        );
+        assert_eq!(p.repetition_penalty, 1.1);
+        assert_eq!((p.presence_penalty, p.frequency_penalty), (0.5, -0.5));
+        assert_eq!(p.seed, Some(7));
+        assert!(p.logit_bias.is_empty() && p.logprobs.is_none());
+        assert_eq!(p.validate(100), Ok(()));
+    }
+
+    #[test]
+    fn server_args_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            s: ServerArgs,
+        }
+        let s = T::parse_from(["t"]).s;
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 8080));
+        assert_eq!(s.served_model_name, None);
+        assert_eq!(s.max_body_bytes, crate::api::DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(s.drain_grace_secs, 30);
     }
 }

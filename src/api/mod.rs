@@ -10,6 +10,7 @@ pub mod generate;
 pub mod health;
 pub mod models;
 pub mod openai;
+mod serve;
 pub mod sse;
 pub mod stop;
 pub mod tokenize;
@@ -39,6 +40,7 @@ use crate::engine::EngineHandle;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 use error::ApiError;
 use generate::Out;
+pub use serve::serve;
 use sse::ChunkEncoder;
 
 /// Default request body limit.

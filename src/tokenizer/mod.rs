@@ -15,11 +15,13 @@ mod detok;
 mod gguf;
 mod hf;
 mod jinja_fns;
+mod prompt;
 mod template;
 
 use std::path::{Path, PathBuf};
 
 pub use detok::IncrementalDecoder;
+pub use prompt::{render_prompt, Prompt, PromptError};
 pub use template::{ChatTemplate, TemplateError};
 
 /// Texts of special tokens that end a generation, whatever the model calls its eos. The same

@@ -7,12 +7,93 @@
 //!   take one token of every sequence, logits for all of them.
 //!
 //! Token ids are a fixed pseudo-random sequence ([`bench_tokens`]) that the comparison script
-//! reproduces. No sampling, no engine, no HTTP: the forward pass alone. Runs on the calling
+//! reproduces. No sampling, no engine, no HTTP: the forward pass alone. Runs on the main
 //! thread (plus the kernels' pool).
 
 use std::time::{Duration, Instant};
 
+use clap::Args;
+
+use super::{load, CommandError};
+use crate::config::{KvDtypeArg, ModelArgs};
 use crate::model::{Batch, CausalLm, KvCache, KvCacheConfig, LogitsWanted, ModelError, SeqChunk};
+
+#[derive(Debug, Args)]
+pub struct SpeedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt lengths of the prefill tests, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    pub prefill: Vec<usize>,
+    /// Steps of the single-sequence decode test (0 skips it).
+    #[arg(long, default_value_t = 128)]
+    pub decode: usize,
+    /// Sequences in the batched decode test (0 skips it).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Prompt tokens of each sequence before the batched decode steps.
+    #[arg(long, default_value_t = 128)]
+    pub batch_prompt: usize,
+    /// Steps of the batched decode test.
+    #[arg(long, default_value_t = 64)]
+    pub batch_steps: usize,
+    /// Timed runs per test (the median is reported), after one untimed run.
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    #[command(flatten)]
+    pub kv: KvDtypeArg,
+    /// One JSON object per test on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `wick speed`: every test, as a Markdown table or JSON lines on stdout.
+pub fn run(args: &SpeedArgs) -> Result<(), CommandError> {
+    let loaded = load(&args.model)?;
+    let spec = SpeedSpec {
+        prefill: args.prefill.clone(),
+        decode: args.decode,
+        batch: args.batch,
+        batch_prompt: args.batch_prompt,
+        batch_steps: args.batch_steps,
+        repetitions: args.repetitions,
+        block_size: 16,
+        kv_dtype: args.kv.kv_cache_dtype,
+    };
+    let context = args
+        .prefill
+        .iter()
+        .copied()
+        .chain([args.decode, args.batch_prompt + args.batch_steps])
+        .max()
+        .unwrap_or(0);
+    if context > loaded.model.max_context() {
+        return Err(CommandError::InvalidArgs(format!(
+            "the tests reach {context} positions, past the model's context of {}",
+            loaded.model.max_context()
+        )));
+    }
+    let rows = measure(&loaded.model, &spec)?;
+    if !args.json {
+        println!(
+            "wick speed: {} ({} kernel threads)",
+            loaded.name,
+            crate::kernels::ThreadPool::global().threads()
+        );
+        println!("| test | sequences | tokens | seconds | tok/s |\n|---|---|---|---|---|");
+    }
+    for r in &rows {
+        if args.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            println!(
+                "| {} | {} | {} | {:.3} | {:.1} |",
+                r.test, r.sequences, r.tokens, r.seconds, r.tokens_per_s
+            );
+        }
+    }
+    Ok(())
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]

@@ -2,14 +2,100 @@
 //! requests back to back (greedy, fixed prompt and output lengths, distinct prompts so the
 //! prefix cache does not help) and time every token as it streams back.
 //!
-//! This measures the engine and the model without HTTP. The HTTP server's own load test joins
-//! it with `wick serve`.
+//! This measures the engine and the model without HTTP (`scripts/loadtest.py` is the HTTP
+//! side, against `wick serve`). The main thread loads the model and starts the engine, whose
+//! worker thread runs it; the clients are scoped threads that block on their event streams.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::{EngineHandle, Event, SubmitError, ValidRequest};
+use clap::Args;
+
+use super::{load, CommandError};
+use crate::config::{EngineArgs, ModelArgs};
+use crate::engine::{Engine, EngineHandle, Event, SubmitError, ValidRequest};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    pub concurrency: Vec<usize>,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Generated tokens per request (no early stop).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Requests per level (default: twice the concurrency, at least 4).
+    #[arg(long)]
+    pub requests: Option<usize>,
+}
+
+/// Filler for bench prompts: ordinary prose, repeated as needed.
+const BENCH_TEXT: &str = "The lighthouse stood at the edge of the cliff, its white tower \
+weathered by a century of storms. Every evening the keeper climbed the spiral stairs, trimmed the \
+wick and wound the clockwork that turned the great lens, and every morning he wrote the weather, \
+the ships he had seen and the state of the sea into a leather-bound log.";
+
+/// Runs `wick bench`: every level in `--concurrency`, one table row each.
+pub fn run(args: &BenchArgs) -> Result<(), CommandError> {
+    let config = args.engine.resolve().map_err(CommandError::InvalidArgs)?;
+    if args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        return Err(CommandError::InvalidArgs(
+            "--concurrency needs levels of at least 1".into(),
+        ));
+    }
+    let loaded = load(&args.model)?;
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let text = BENCH_TEXT.repeat(args.prompt_tokens / 40 + 2);
+    let base = tokenizer.encode(&text, false)?;
+    let prompt_tokens = args.prompt_tokens.max(8);
+    // A distinct head per request keeps the prefix cache out of the measurement.
+    let prompt = |i: usize| -> Vec<u32> {
+        let head = tokenizer
+            .encode(&format!("Request {i}: "), false)
+            .unwrap_or_default();
+        head.iter()
+            .chain(base.iter())
+            .copied()
+            .take(prompt_tokens)
+            .collect()
+    };
+    let engine = Engine::start(loaded.model, Some(tokenizer.clone()), config)?;
+    println!(
+        "wick bench: {} prompt tokens, {} generated tokens per request, greedy",
+        prompt_tokens, args.max_tokens
+    );
+    println!("{TABLE_HEADER}");
+    for &c in &args.concurrency {
+        let spec = LoadSpec {
+            concurrency: c,
+            requests: args.requests.unwrap_or((2 * c).max(4)),
+            max_tokens: args.max_tokens,
+        };
+        let report = run_level(&engine, spec, &prompt);
+        println!("{}", report.row());
+        if report.failed > 0 {
+            eprintln!("{} requests failed at concurrency {c}", report.failed);
+        }
+    }
+    let st = engine.stats();
+    eprintln!(
+        "engine: {} steps, {:.1} ms per step, {} preemptions, KV {} blocks ({} MiB)",
+        st.steps,
+        st.step_micros_total as f64 / st.steps.max(1) as f64 / 1e3,
+        st.preemptions,
+        st.kv_blocks_total,
+        st.kv_cache_bytes >> 20
+    );
+    engine.shutdown(std::time::Duration::from_secs(5));
+    Ok(())
+}
 
 /// One concurrency level's load.
 #[derive(Debug, Clone, Copy)]

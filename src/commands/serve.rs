@@ -1,0 +1,146 @@
+//! `wick serve`: binds, answers `/health` 503 while the model loads (on a blocking thread),
+//! then serves; on SIGTERM or ctrl-c it drains: stops admitting (503), lets in-flight requests
+//! finish within the grace period through `EngineHandle::shutdown`, then exits.
+//!
+//! The main thread builds a multi-threaded tokio runtime and blocks on it; the HTTP server
+//! ([`api::serve`]) is one task of it, model loading and the grammar compiler run on
+//! `spawn_blocking`, and the model itself on the engine's worker thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::task::JoinError;
+
+use crate::api::{self, AppState, Served};
+use crate::config::{EngineArgs, ModelArgs, ServerArgs};
+use crate::engine::{Engine, EngineError};
+use crate::model::{device, CausalLm, LoadError};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Why `wick serve` could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The engine flags are out of range or contradict each other.
+    #[error("{0}")]
+    Config(String),
+    #[error("starting the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The blocking task that loads the model panicked or was cancelled.
+    #[error("the model loading task: {0}")]
+    LoadTask(#[source] JoinError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The blocking task that builds the grammar compiler panicked or was cancelled.
+    #[error("building the grammar compiler: {0}")]
+    CompilerTask(#[source] JoinError),
+    /// The server task panicked or was cancelled.
+    #[error("the server task: {0}")]
+    ServerTask(#[source] JoinError),
+    #[error("server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the server until a shutdown signal.
+pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
+    let config = args.engine.resolve().map_err(ServeError::Config)?;
+    let name = args
+        .server
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| args.model.model.clone());
+    let state = AppState::new(name, args.server.max_body_bytes);
+    let addr = format!("{}:{}", args.server.host, args.server.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    tracing::info!(%addr, "listening; loading the model");
+    let grace = Duration::from_secs(args.server.drain_grace_secs);
+    let server = tokio::spawn(api::serve(
+        listener,
+        state.clone(),
+        drain(state.clone(), grace),
+    ));
+    let (spec, dev_name) = (args.model.model.clone(), args.model.device.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        let dev = device::parse(&dev_name)?;
+        Ok::<_, ServeError>(crate::model::load(&spec, &dev)?)
+    })
+    .await
+    .map_err(ServeError::LoadTask)??;
+    let max_context = loaded.model.max_context();
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let engine = Engine::start(loaded.model, Some(tokenizer.clone()), config)?;
+    let template = loaded.chat_template.map(Arc::new);
+    let served = tokio::task::spawn_blocking(move || {
+        Served::new(engine, Some(tokenizer), template, max_context)
+    })
+    .await
+    .map_err(ServeError::CompilerTask)?;
+    state.set_ready(served);
+    tracing::info!(model = %loaded.name, "ready");
+    server
+        .await
+        .map_err(ServeError::ServerTask)?
+        .map_err(ServeError::Serve)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Waits for a signal, then drains: health 503, no new requests, in-flight ones finish.
+async fn drain(state: AppState, grace: Duration) {
+    shutdown_signal().await;
+    tracing::info!(?grace, "draining");
+    state.begin_drain();
+    if let Some(engine) = state.engine().cloned() {
+        let _ = tokio::task::spawn_blocking(move || engine.shutdown(grace)).await;
+    }
+}
