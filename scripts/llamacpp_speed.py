@@ -7,7 +7,7 @@ llama-cpp-python's bindings to llama.cpp's C API (no Python in the timed loops b
 - batched decode B x N: B sequences, each given a prompt first (not timed), then N steps that
   each decode one token of every sequence, logits for all.
 
-Token ids follow `wick::speed::bench_tokens`, so both programs process the same ids. Prints one
+Token ids follow `wick::commands::speed::bench_tokens`, so both programs process the same ids. Prints one
 JSON object per test, with the fields `wick speed --json` prints.
 """
 
