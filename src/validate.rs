@@ -14,7 +14,7 @@ use crate::api::tools::{self, Tools};
 use crate::constraint::{ConstraintError, Grammar, GrammarCompiler};
 use crate::engine::ValidRequest;
 use crate::sampling::SamplingParams;
-use crate::tokenizer::{ChatTemplate, Tokenizer};
+use crate::tokenizer::{render_prompt, ChatTemplate, PromptError, Tokenizer};
 
 /// What the engine needs plus what the API layer keeps.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,13 +99,14 @@ fn chat_prompt_with_tools(
         }
         None
     };
-    let text = template
-        .render(&msgs, template_tools, true)
-        .map_err(|e| ApiError::invalid(format!("chat template: {e}"), Some("messages")))?;
-    let ids = tok
-        .encode_prompt(&text, true)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-    Ok((ids, text))
+    let prompt = render_prompt(template, tok, &msgs, template_tools).map_err(|e| {
+        let message = match e {
+            PromptError::Template(_) => e.to_string(),
+            PromptError::Tokenizer(t) => t.to_string(),
+        };
+        ApiError::invalid(message, Some("messages"))
+    })?;
+    Ok((prompt.ids, prompt.text))
 }
 
 /// `response_format` -> the grammar it asks for (`None` for text).
