@@ -11,7 +11,8 @@ pub mod commands;
 pub mod config;
 /// Grammar-constrained decoding (llguidance): compiled on the HTTP side, stepped by the worker.
 pub mod constraint;
-/// The continuous-batching engine: worker thread, scheduler, block manager, sampling.
+/// The continuous-batching engine: token ids in, events out; worker thread, admission queue,
+/// scheduler, block manager.
 pub mod engine;
 /// Quantized matmul kernels for the CPU (AVX2 / AVX-512 / scalar) and their thread pool.
 pub mod kernels;
@@ -23,5 +24,3 @@ pub mod sampling;
 pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.
 pub mod tokenizer;
-/// Request -> `ValidRequest`: template, tokenize, limits.
-pub mod validate;

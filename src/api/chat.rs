@@ -1,143 +1,295 @@
-//! `POST /v1/chat/completions`.
+//! `POST /v1/chat/completions`: the handler, and [`ChatStream`], the pure state machine that
+//! turns the engine's events into chat chunks (streamed) or, folded, the chat completion.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
+use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
-use super::generate::{self, Out, TokenInfo};
+use super::extract::OpenAiJson;
 use super::openai::*;
-use super::sse::{chat_logprobs, ChatEncoder, Meta, UsageAcc};
-use super::{blocking, collect, fingerprint, merge, parse_json, sse_response, unix_now};
-use super::{AppState, RequestId};
-use crate::validate;
+use super::stream::{self, Endpoint, Meta, StreamError, UsageCount};
+use super::tool_parse::ParsedCall;
+use super::{logprobs, AppState, RequestId};
+use crate::engine::{self, Event, Token};
+use crate::tokenizer::Tokenizer;
 
 pub async fn handle(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle_inner(state, rid, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn handle_inner(
-    state: AppState,
-    rid: RequestId,
-    body: Result<Bytes, BytesRejection>,
+    OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let req: ChatCompletionRequest = parse_json(body)?;
-    state.check_model(req.common.model.as_deref())?;
     let served = state.served()?;
-    let validation = served.validation();
-    let req2 = req.clone();
-    let prepared = blocking(move || validate::chat(&req2, &validation.limits())).await?;
-    let n = prepared.valid.n;
-    let stream = served.engine.submit(prepared.valid)?;
-    let prompt_tokens = stream.prompt_tokens();
-    let rules = generate::TextRules {
-        stops: prepared.stops,
-        tool_names: prepared.tool_names,
-    };
-    let outs = merge(vec![generate::spawn(stream, n, 0, rules)]);
+    let validator = served.validator.clone();
+    let valid = super::blocking(move || validator.chat(req)).await?;
     let meta = Meta {
-        id: format!("chatcmpl-{}", rid.0),
-        created: unix_now(),
-        model: state.model_name().to_string(),
-        fingerprint: fingerprint(),
+        header: state.header(format!("chatcmpl-{}", rid.0), "chat.completion.chunk"),
+        tokenizer: served.validator.tokenizer().clone(),
+        reply: valid.reply,
+        prompt_tokens: valid.request.prompt.len(),
     };
-    let logprobs = req.logprobs == Some(true);
-    let usage = UsageAcc {
-        prompt_tokens,
-        ..UsageAcc::default()
-    };
-    if req.common.stream == Some(true) {
-        let enc = ChatEncoder {
-            meta,
-            n,
-            tokenizer: served.tokenizer.clone(),
-            logprobs,
-            include_usage: req
-                .common
-                .stream_options
-                .as_ref()
-                .is_some_and(|o| o.include_usage),
-            usage,
-        };
-        return Ok(sse_response(outs, enc, n));
+    let n = valid.request.n;
+    let events = stream::merge(vec![served.engine.submit(valid.request)?]);
+    let machine = ChatStream::new(meta, n, &valid.text);
+    if valid.reply.stream {
+        return Ok(stream::sse(machine, events));
     }
-    let all = collect(outs, n).await?;
-    let body = assemble(meta, n, logprobs, usage, all, served.tokenizer.as_deref());
-    Ok(Json(body).into_response())
+    Ok(Json(stream::collect(machine, events).await?).into_response())
 }
 
-fn assemble(
-    meta: Meta,
-    n: usize,
+/// The chat response of one engine request with `n` choices.
+pub struct ChatStream {
+    header: ResponseHeader,
+    tokenizer: Arc<Tokenizer>,
+    choices: Vec<ChoiceText>,
     logprobs: bool,
-    mut usage: UsageAcc,
-    all: Vec<Out>,
-    tok: Option<&crate::tokenizer::Tokenizer>,
-) -> ChatCompletion {
-    let mut texts = vec![String::new(); n];
-    let mut calls: Vec<Vec<ToolCallBody>> = vec![Vec::new(); n];
-    let mut tokens: Vec<Vec<TokenInfo>> = vec![Vec::new(); n];
-    let mut reasons: Vec<Option<String>> = vec![None; n];
-    for o in all {
-        usage.add(&o);
-        match o {
-            Out::Delta {
-                index,
-                text,
-                tokens: t,
-            } if index < n => {
-                texts[index].push_str(&text);
-                tokens[index].extend(t);
-            }
-            Out::ToolCall { index, parsed, .. } if index < n => calls[index].push(ToolCallBody {
-                id: parsed.id,
-                kind: "function",
-                function: FunctionCallBody {
-                    name: parsed.name,
-                    arguments: parsed.arguments,
-                },
-            }),
-            Out::Finish { index, reason, .. } if index < n => {
-                reasons[index] = Some(reason.to_string())
-            }
-            _ => {}
+    /// End with a usage chunk (always for the non-streamed body, which reports usage).
+    include_usage: bool,
+    usage: UsageCount,
+}
+
+impl ChatStream {
+    pub fn new(meta: Meta, n: usize, rules: &super::validate::TextRules) -> Self {
+        Self {
+            choices: (0..n)
+                .map(|_| ChoiceText::new(meta.tokenizer.clone(), rules))
+                .collect(),
+            include_usage: meta.reply.include_usage || !meta.reply.stream,
+            logprobs: meta.reply.logprobs,
+            tokenizer: meta.tokenizer,
+            header: meta.header,
+            usage: UsageCount {
+                prompt: meta.prompt_tokens,
+                ..UsageCount::default()
+            },
         }
     }
-    let choices = texts
-        .into_iter()
-        .zip(calls)
-        .zip(tokens)
-        .zip(reasons)
-        .enumerate()
-        .map(
-            |(index, (((content, calls), toks), finish_reason))| ChatChoice {
-                index,
-                message: ChatMessageBody {
-                    role: "assistant",
-                    // As OpenAI: content null when the message is calls only.
-                    content: (calls.is_empty() || !content.is_empty()).then_some(content),
-                    tool_calls: (!calls.is_empty()).then_some(calls),
-                },
-                logprobs: logprobs.then(|| chat_logprobs(tok, &toks)),
-                finish_reason,
-            },
-        )
-        .collect();
-    ChatCompletion {
-        id: meta.id,
-        object: "chat.completion",
-        created: meta.created,
-        model: meta.model,
-        system_fingerprint: meta.fingerprint,
-        choices,
-        usage: usage.body(),
+
+    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<UsageBody>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            header: self.header.clone(),
+            choices,
+            usage,
+        }
+    }
+
+    fn delta(index: usize, delta: Delta, logprobs: Option<ChatLogprobBody>) -> ChatChunkChoice {
+        ChatChunkChoice {
+            index,
+            delta,
+            logprobs: logprobs.map(|l| ChatLogprobs { content: vec![l] }),
+            finish_reason: None,
+        }
+    }
+
+    /// The chunks of one step of choice `index`; `token` is the token that made it.
+    fn chunks(&mut self, index: usize, step: Step, token: Option<&Token>) -> Vec<ChatCompletionChunk> {
+        let mut lp = token
+            .filter(|_| self.logprobs)
+            .map(|t| logprobs::chat(&self.tokenizer, t));
+        let mut out = Vec::new();
+        for piece in step.pieces {
+            match piece {
+                Piece::Text(text) => {
+                    let delta = Delta {
+                        content: Some(text),
+                        ..Delta::default()
+                    };
+                    out.push(self.chunk(vec![Self::delta(index, delta, lp.take())], None));
+                }
+                Piece::Call { call, parsed } => out.extend(
+                    tool_call_deltas(call, parsed)
+                        .into_iter()
+                        .map(|d| self.chunk(vec![Self::delta(index, d, None)], None)),
+                ),
+            }
+        }
+        if lp.is_some() {
+            // A token with no text of its own (held back, or part of a character) still
+            // reports its logprobs.
+            let delta = Delta {
+                content: Some(String::new()),
+                ..Delta::default()
+            };
+            out.push(self.chunk(vec![Self::delta(index, delta, lp)], None));
+        }
+        if let Some(reason) = step.finish {
+            let choice = ChatChunkChoice {
+                finish_reason: Some(reason),
+                ..Self::delta(index, Delta::default(), None)
+            };
+            out.push(self.chunk(vec![choice], None));
+        }
+        out
     }
 }
+
+/// The two deltas of one complete call, as OpenAI streams a call: first `id`, `type`, the name
+/// and arguments `""`; then the arguments.
+fn tool_call_deltas(call: usize, parsed: ParsedCall) -> [Delta; 2] {
+    let head = ToolCallDelta {
+        index: call,
+        id: Some(parsed.id),
+        kind: Some("function"),
+        function: FunctionDelta {
+            name: Some(parsed.name),
+            arguments: String::new(),
+        },
+    };
+    let args = ToolCallDelta {
+        index: call,
+        id: None,
+        kind: None,
+        function: FunctionDelta {
+            name: None,
+            arguments: parsed.arguments,
+        },
+    };
+    [head, args].map(|d| Delta {
+        tool_calls: Some(vec![d]),
+        ..Delta::default()
+    })
+}
+
+impl Endpoint for ChatStream {
+    type Chunk = ChatCompletionChunk;
+    type Body = ChatCompletion;
+
+    fn start(&mut self) -> Vec<ChatCompletionChunk> {
+        (0..self.choices.len())
+            .map(|index| {
+                let delta = Delta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                    tool_calls: None,
+                };
+                self.chunk(vec![Self::delta(index, delta, None)], None)
+            })
+            .collect()
+    }
+
+    fn on(&mut self, _source: usize, event: Event) -> Result<Vec<ChatCompletionChunk>, StreamError> {
+        let (index, step, token) = match event {
+            Event::PromptScores { .. } => return Ok(Vec::new()),
+            Event::Failed { error, .. } => return Err(StreamError::Failed(error)),
+            Event::Token { index, token } => {
+                let Some(c) = self.choices.get_mut(index).filter(|c| !c.is_done()) else {
+                    return Ok(Vec::new());
+                };
+                let step = c.token(token.id);
+                if step.finish.is_some() {
+                    // A stop string ended it: the tokens so far are its usage.
+                    self.usage.add(c.generated(), 0);
+                }
+                (index, step, Some(token))
+            }
+            Event::Finished { index, finish } => {
+                let Some(c) = self.choices.get_mut(index).filter(|c| !c.is_done()) else {
+                    return Ok(Vec::new());
+                };
+                let reason = match finish.reason {
+                    engine::FinishReason::Stop => FinishReason::Stop,
+                    engine::FinishReason::Length => FinishReason::Length,
+                    engine::FinishReason::Shutdown => return Err(StreamError::Shutdown),
+                };
+                let u = finish.usage;
+                self.usage.add(u.completion_tokens, u.cached_tokens);
+                (index, c.finish(reason), None)
+            }
+        };
+        Ok(self.chunks(index, step, token.as_ref()))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.choices.iter().all(ChoiceText::is_done)
+    }
+
+    fn end(&mut self) -> Vec<ChatCompletionChunk> {
+        match self.include_usage {
+            true => vec![self.chunk(Vec::new(), Some(self.usage.body()))],
+            false => Vec::new(),
+        }
+    }
+
+    fn fold(&self, chunks: Vec<ChatCompletionChunk>) -> ChatCompletion {
+        let mut choices: Vec<Folded> = (0..self.choices.len()).map(|_| Folded::default()).collect();
+        let mut usage = None;
+        for chunk in chunks {
+            usage = chunk.usage.or(usage);
+            for c in chunk.choices {
+                if let Some(f) = choices.get_mut(c.index) {
+                    f.add(c);
+                }
+            }
+        }
+        let header = ResponseHeader {
+            object: "chat.completion",
+            ..self.header.clone()
+        };
+        let choices = choices
+            .into_iter()
+            .enumerate()
+            .map(|(index, f)| f.choice(index, self.logprobs))
+            .collect();
+        ChatCompletion {
+            header,
+            choices,
+            usage,
+        }
+    }
+}
+
+/// One choice's chunks, added up.
+#[derive(Default)]
+struct Folded {
+    content: String,
+    calls: Vec<ToolCallBody>,
+    logprobs: Vec<ChatLogprobBody>,
+    finish_reason: Option<FinishReason>,
+}
+
+impl Folded {
+    fn add(&mut self, c: ChatChunkChoice) {
+        self.content.push_str(c.delta.content.as_deref().unwrap_or(""));
+        for d in c.delta.tool_calls.into_iter().flatten() {
+            match (d.id, self.calls.get_mut(d.index)) {
+                (Some(id), _) => self.calls.push(ToolCallBody {
+                    id,
+                    kind: "function",
+                    function: FunctionCallBody {
+                        name: d.function.name.unwrap_or_default(),
+                        arguments: d.function.arguments,
+                    },
+                }),
+                (None, Some(call)) => call.function.arguments.push_str(&d.function.arguments),
+                (None, None) => {}
+            }
+        }
+        self.logprobs
+            .extend(c.logprobs.into_iter().flat_map(|l| l.content));
+        self.finish_reason = c.finish_reason.or(self.finish_reason);
+    }
+
+    fn choice(self, index: usize, logprobs: bool) -> ChatChoice {
+        ChatChoice {
+            index,
+            message: ChatMessageBody {
+                role: "assistant",
+                // As OpenAI: content null when the message is calls only.
+                content: (self.calls.is_empty() || !self.content.is_empty())
+                    .then_some(self.content),
+                tool_calls: (!self.calls.is_empty()).then_some(self.calls),
+            },
+            logprobs: logprobs.then_some(ChatLogprobs {
+                content: self.logprobs,
+            }),
+            finish_reason: self.finish_reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,145 +1,255 @@
-//! `POST /v1/completions` (legacy): prompts as text, texts, ids or lists of ids; `echo`;
-//! legacy logprobs.
+//! `POST /v1/completions` (legacy): the handler, and [`CompletionStream`], the pure state
+//! machine over the events of one engine request per prompt (`n` choices each): the echoed
+//! prompt (with its scores under `logprobs`), text, legacy logprobs, finish reasons, usage.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
+use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
-use super::generate::{self, Out};
+use super::extract::OpenAiJson;
 use super::openai::*;
-use super::sse::{completion_logprobs, CompletionEncoder, Meta, UsageAcc};
-use super::{blocking, collect, fingerprint, merge, parse_json, sse_response, unix_now};
-use super::{AppState, RequestId};
-use crate::validate;
+use super::stream::{self, Endpoint, Meta, StreamError, UsageCount};
+use super::validate::TextRules;
+use super::{logprobs, AppState, RequestId};
+use crate::engine::{self, Event, Token};
+use crate::tokenizer::Tokenizer;
 
 pub async fn handle(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle_inner(state, rid, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    OpenAiJson(req): OpenAiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let served = state.served()?;
+    let validator = served.validator.clone();
+    let valid = super::blocking(move || validator.completion(req)).await?;
+    let n = valid.prompts.first().map_or(1, |p| p.request.n);
+    let meta = Meta {
+        header: state.header(format!("cmpl-{}", rid.0), "text_completion"),
+        tokenizer: served.validator.tokenizer().clone(),
+        reply: valid.reply,
+        prompt_tokens: valid.prompts.iter().map(|p| p.request.prompt.len()).sum(),
+    };
+    let rules = TextRules {
+        stops: valid.stops,
+        tool_names: None,
+    };
+    let mut echoes = Vec::new();
+    let mut streams = Vec::new();
+    for p in valid.prompts {
+        echoes.push(p.echo);
+        // A refusal drops the streams already made, which cancels them.
+        streams.push(served.engine.submit(p.request)?);
+    }
+    let machine = CompletionStream::new(meta, n, &rules, echoes);
+    let events = stream::merge(streams);
+    if valid.reply.stream {
+        return Ok(stream::sse(machine, events));
+    }
+    Ok(Json(stream::collect(machine, events).await?).into_response())
 }
 
-async fn handle_inner(
-    state: AppState,
-    rid: RequestId,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse_json(body)?;
-    state.check_model(req.common.model.as_deref())?;
-    let served = state.served()?;
-    let validation = served.validation();
-    let req2 = req.clone();
-    let prepared = blocking(move || validate::completion(&req2, &validation.limits()))
-        .await
-        .map_err(|e| e.at("prompt"))?;
-    let mut rxs = Vec::new();
-    let mut echo = Vec::new();
-    let mut prompt_tokens = 0;
-    for p in prepared {
-        let n = p.valid.n;
-        // Submitting each prompt; an error drops the streams already made (cancels them).
-        let stream = served
-            .engine
-            .submit(p.valid)
-            .map_err(|e| ApiError::from(e).at("prompt"))?;
-        prompt_tokens += stream.prompt_tokens();
-        rxs.push(generate::spawn(
-            stream,
+/// One choice of a completions response.
+struct Choice {
+    text: ChoiceText,
+    /// The prompt's text, to send before the completion (`echo`) once.
+    echo: Option<String>,
+    /// Bytes of text sent so far (legacy logprobs' `text_offset`).
+    offset: usize,
+}
+
+/// The completions response of one engine request per prompt, `n` choices each; choice
+/// `prompt * n + i` is choice `i` of prompt `prompt`.
+pub struct CompletionStream {
+    header: ResponseHeader,
+    tokenizer: Arc<Tokenizer>,
+    n: usize,
+    choices: Vec<Choice>,
+    logprobs: bool,
+    include_usage: bool,
+    usage: UsageCount,
+}
+
+impl CompletionStream {
+    /// `echoes` holds each prompt's echo text (`None` without `echo`).
+    pub fn new(meta: Meta, n: usize, rules: &TextRules, echoes: Vec<Option<String>>) -> Self {
+        let choices = echoes
+            .into_iter()
+            .flat_map(|e| std::iter::repeat_n(e, n))
+            .map(|echo| Choice {
+                text: ChoiceText::new(meta.tokenizer.clone(), rules),
+                echo,
+                offset: 0,
+            })
+            .collect();
+        Self {
+            header: meta.header,
+            tokenizer: meta.tokenizer,
             n,
-            echo.len(),
-            generate::TextRules {
-                stops: p.stops,
-                tool_names: None,
+            choices,
+            logprobs: meta.reply.logprobs,
+            include_usage: meta.reply.include_usage || !meta.reply.stream,
+            usage: UsageCount {
+                prompt: meta.prompt_tokens,
+                ..UsageCount::default()
             },
-        ));
-        echo.extend((0..n).map(|_| req.echo.then(|| p.prompt_text.clone())));
-    }
-    let total = echo.len();
-    let meta = Meta {
-        id: format!("cmpl-{}", rid.0),
-        created: unix_now(),
-        model: state.model_name().to_string(),
-        fingerprint: fingerprint(),
-    };
-    let usage = UsageAcc {
-        prompt_tokens,
-        ..UsageAcc::default()
-    };
-    let logprobs = req.logprobs.is_some();
-    let outs = merge(rxs);
-    if req.common.stream == Some(true) {
-        let enc = CompletionEncoder {
-            meta,
-            tokenizer: served.tokenizer.clone(),
-            logprobs,
-            include_usage: req
-                .common
-                .stream_options
-                .as_ref()
-                .is_some_and(|o| o.include_usage),
-            usage,
-            offsets: vec![0; total],
-            echo,
-        };
-        return Ok(sse_response(outs, enc, total));
-    }
-    let all = collect(outs, total).await?;
-    let tok = served.tokenizer.as_deref();
-    let mut usage = usage;
-    let mut choices: Vec<CompletionChoice> = echo
-        .into_iter()
-        .enumerate()
-        .map(|(index, e)| CompletionChoice {
-            index,
-            text: e.unwrap_or_default(),
-            logprobs: logprobs.then(CompletionLogprobs::default),
-            finish_reason: None,
-        })
-        .collect();
-    for o in all {
-        usage.add(&o);
-        match o {
-            Out::Prompt { index, tokens } => {
-                // Scores of the echoed prompt: its tokens start at offset 0.
-                if let Some(lp) = choices.get_mut(index).and_then(|c| c.logprobs.as_mut()) {
-                    completion_logprobs(tok, &tokens, 0, lp);
-                }
-            }
-            Out::Delta {
-                index,
-                text,
-                tokens,
-            } => {
-                if let Some(c) = choices.get_mut(index) {
-                    if let Some(lp) = c.logprobs.as_mut() {
-                        completion_logprobs(tok, &tokens, c.text.len(), lp);
-                    }
-                    c.text.push_str(&text);
-                }
-            }
-            Out::Finish { index, reason, .. } => {
-                if let Some(c) = choices.get_mut(index) {
-                    c.finish_reason = Some(reason.to_string());
-                }
-            }
-            // Legacy completions take no tools: never produced here.
-            Out::ToolCall { .. } | Out::Error(_) => {}
         }
     }
-    Ok(Json(Completion {
-        id: meta.id,
-        object: "text_completion",
-        created: meta.created,
-        model: meta.model,
-        system_fingerprint: meta.fingerprint,
-        choices,
-        usage: Some(usage.body()),
-    })
-    .into_response())
+
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<UsageBody>) -> Completion {
+        Completion {
+            header: self.header.clone(),
+            choices,
+            usage,
+        }
+    }
+
+    fn text_chunk(&self, index: usize, text: String, lp: Option<CompletionLogprobs>) -> Completion {
+        let choice = CompletionChoice {
+            index,
+            text,
+            logprobs: lp,
+            finish_reason: None,
+        };
+        self.chunk(vec![choice], None)
+    }
+
+    /// The echoed prompts of `source`'s choices, with `scores` when logprobs are asked.
+    fn echo(&mut self, source: usize, scores: Option<&[Token]>) -> Vec<Completion> {
+        let mut out = Vec::new();
+        for index in source * self.n..(source + 1) * self.n {
+            let Some(text) = self.choices.get_mut(index).and_then(|c| c.echo.take()) else {
+                continue;
+            };
+            let lp = scores.map(|s| logprobs::completion(&self.tokenizer, s, 0));
+            self.choices[index].offset = text.len();
+            out.push(self.text_chunk(index, text, lp));
+        }
+        out
+    }
+
+    /// The chunks of one step of choice `index`; `token` is the token that made it.
+    fn chunks(&mut self, index: usize, step: Step, token: Option<&Token>) -> Vec<Completion> {
+        let mut lp = token.filter(|_| self.logprobs);
+        let mut out = Vec::new();
+        for piece in step.pieces {
+            if let Piece::Text(text) = piece {
+                let offset = self.choices[index].offset;
+                let l = lp
+                    .take()
+                    .map(|t| logprobs::completion(&self.tokenizer, std::slice::from_ref(t), offset));
+                self.choices[index].offset += text.len();
+                out.push(self.text_chunk(index, text, l));
+            }
+        }
+        if let Some(t) = lp {
+            let offset = self.choices[index].offset;
+            let l = logprobs::completion(&self.tokenizer, std::slice::from_ref(t), offset);
+            out.push(self.text_chunk(index, String::new(), Some(l)));
+        }
+        if let Some(reason) = step.finish {
+            let choice = CompletionChoice {
+                index,
+                text: String::new(),
+                logprobs: None,
+                finish_reason: Some(reason),
+            };
+            out.push(self.chunk(vec![choice], None));
+        }
+        out
+    }
 }
+
+impl Endpoint for CompletionStream {
+    type Chunk = Completion;
+    type Body = Completion;
+
+    fn start(&mut self) -> Vec<Completion> {
+        if self.logprobs {
+            return Vec::new(); // an echo waits for its prompt's scores
+        }
+        let prompts = self.choices.len() / self.n.max(1);
+        (0..prompts).flat_map(|p| self.echo(p, None)).collect()
+    }
+
+    fn on(&mut self, source: usize, event: Event) -> Result<Vec<Completion>, StreamError> {
+        let (offset, step, token) = match event {
+            Event::PromptScores { tokens } => {
+                return Ok(match self.logprobs {
+                    true => self.echo(source, Some(&tokens)),
+                    false => Vec::new(),
+                })
+            }
+            Event::Failed { error, .. } => return Err(StreamError::Failed(error)),
+            Event::Token { index, token } => {
+                let at = source * self.n + index;
+                let Some(c) = self.choices.get_mut(at).filter(|c| !c.text.is_done()) else {
+                    return Ok(Vec::new());
+                };
+                let step = c.text.token(token.id);
+                if step.finish.is_some() {
+                    self.usage.add(c.text.generated(), 0);
+                }
+                (at, step, Some(token))
+            }
+            Event::Finished { index, finish } => {
+                let at = source * self.n + index;
+                let Some(c) = self.choices.get_mut(at).filter(|c| !c.text.is_done()) else {
+                    return Ok(Vec::new());
+                };
+                let reason = match finish.reason {
+                    engine::FinishReason::Stop => FinishReason::Stop,
+                    engine::FinishReason::Length => FinishReason::Length,
+                    engine::FinishReason::Shutdown => return Err(StreamError::Shutdown),
+                };
+                let u = finish.usage;
+                self.usage.add(u.completion_tokens, u.cached_tokens);
+                (at, c.text.finish(reason), None)
+            }
+        };
+        Ok(self.chunks(offset, step, token.as_ref()))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.choices.iter().all(|c| c.text.is_done())
+    }
+
+    fn end(&mut self) -> Vec<Completion> {
+        match self.include_usage {
+            true => vec![self.chunk(Vec::new(), Some(self.usage.body()))],
+            false => Vec::new(),
+        }
+    }
+
+    fn fold(&self, chunks: Vec<Completion>) -> Completion {
+        let mut choices: Vec<CompletionChoice> = (0..self.choices.len())
+            .map(|index| CompletionChoice {
+                index,
+                text: String::new(),
+                logprobs: self.logprobs.then(CompletionLogprobs::default),
+                finish_reason: None,
+            })
+            .collect();
+        let mut usage = None;
+        for chunk in chunks {
+            usage = chunk.usage.or(usage);
+            for c in chunk.choices {
+                let Some(f) = choices.get_mut(c.index) else {
+                    continue;
+                };
+                f.text.push_str(&c.text);
+                if let (Some(into), Some(more)) = (f.logprobs.as_mut(), c.logprobs) {
+                    logprobs::extend(into, more);
+                }
+                f.finish_reason = c.finish_reason.or(f.finish_reason);
+            }
+        }
+        self.chunk(choices, usage)
+    }
+}
+
+#[cfg(test)]
+mod tests;

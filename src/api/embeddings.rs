@@ -4,97 +4,22 @@
 //! or base64 (little-endian f32, what the `openai` client decodes). `dimensions` must equal the
 //! hidden size: the vectors are not trained to be truncated.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::openai::PromptField;
-use super::{blocking, parse_json, AppState};
-use crate::tokenizer::Tokenizer;
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct EmbeddingRequest {
-    pub model: Option<String>,
-    pub input: PromptField,
-    /// `float` (default) or `base64`.
-    pub encoding_format: Option<String>,
-    pub dimensions: Option<u64>,
-    pub user: Option<String>,
-}
-
-/// One vector: floats, or base64 of its little-endian f32 bytes.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum Vector {
-    Float(Vec<f32>),
-    Base64(String),
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EmbeddingData {
-    pub object: &'static str,
-    pub index: usize,
-    pub embedding: Vector,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EmbeddingUsage {
-    pub prompt_tokens: usize,
-    pub total_tokens: usize,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EmbeddingResponse {
-    pub object: &'static str,
-    pub data: Vec<EmbeddingData>,
-    pub model: String,
-    pub usage: EmbeddingUsage,
-}
+use super::extract::OpenAiJson;
+use super::openai::{EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, Vector};
+use super::AppState;
 
 pub async fn handle(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle_inner(state, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn handle_inner(
-    state: AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: EmbeddingRequest = parse_json(body)?;
-    state.check_model(req.model.as_deref())?;
+    OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
+) -> Result<Json<EmbeddingResponse>, ApiError> {
     let served = state.served()?;
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                format!("encoding_format must be \"float\" or \"base64\", got {other:?}"),
-                Some("encoding_format"),
-            ))
-        }
-    };
-    let hidden = served.engine.hidden_size();
-    if let Some(d) = req.dimensions.filter(|&d| d != hidden as u64) {
-        return Err(ApiError::invalid(
-            format!("dimensions must be the model's hidden size {hidden}, got {d}"),
-            Some("dimensions"),
-        ));
-    }
-    let tokenizer = served.tokenizer.clone();
-    let input = req.input;
-    let inputs = blocking(move || tokenize(&input, tokenizer.as_deref())).await?;
-    let pending = served
-        .engine
-        .embed(inputs)
-        .map_err(|e| ApiError::from(e).at("input"))?;
+    let validator = served.validator.clone();
+    let valid = super::blocking(move || validator.embeddings(&req)).await?;
+    let pending = served.engine.embed(valid.inputs)?;
     let tokens = pending.tokens();
     // Dropping this future (the client left) drops `pending`, which cancels the job.
     let vectors = pending.wait().await.map_err(ApiError::Internal)?;
@@ -104,7 +29,7 @@ async fn handle_inner(
         .map(|(index, v)| EmbeddingData {
             object: "embedding",
             index,
-            embedding: match base64 {
+            embedding: match valid.base64 {
                 true => Vector::Base64(base64_f32(&v)),
                 false => Vector::Float(v),
             },
@@ -118,35 +43,7 @@ async fn handle_inner(
             prompt_tokens: tokens,
             total_tokens: tokens,
         },
-    })
-    .into_response())
-}
-
-/// Token ids of every input; 400 for an empty list or an empty input.
-fn tokenize(input: &PromptField, tok: Option<&Tokenizer>) -> Result<Vec<Vec<u32>>, ApiError> {
-    let encode = |s: &String| -> Result<Vec<u32>, ApiError> {
-        let tok = tok.ok_or_else(|| {
-            ApiError::invalid("this model has no tokenizer: send token ids", Some("input"))
-        })?;
-        tok.encode_prompt(s, false)
-            .map_err(|e| ApiError::invalid(e.to_string(), Some("input")))
-    };
-    let inputs: Vec<Vec<u32>> = match input {
-        // Empty strings are refused even when the tokenizer would add a BOS to them.
-        PromptField::Text(s) if s.is_empty() => Vec::new(),
-        PromptField::Texts(v) if v.iter().any(String::is_empty) => vec![Vec::new()],
-        PromptField::Text(s) => vec![encode(s)?],
-        PromptField::Texts(v) => v.iter().map(encode).collect::<Result<_, _>>()?,
-        PromptField::Ids(ids) => vec![ids.clone()],
-        PromptField::IdLists(v) => v.clone(),
-    };
-    if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
-        return Err(ApiError::invalid(
-            "input must not be empty, nor hold an empty item",
-            Some("input"),
-        ));
-    }
-    Ok(inputs)
+    }))
 }
 
 /// Standard base64 (with padding) of the little-endian bytes of `v`.
@@ -184,22 +81,5 @@ mod tests {
         assert_eq!(base64_f32(&[1.0, -2.0]), "AACAPwAAAMA=");
         assert_eq!(base64_f32(&[]), "");
         assert_eq!(base64_f32(&[0.0; 3]), "AAAAAAAAAAAAAAAA");
-    }
-
-    #[test]
-    fn empty_inputs_are_refused() {
-        for input in [
-            serde_json::json!(""),
-            serde_json::json!([]),
-            serde_json::json!([[]]),
-            serde_json::json!([[1], []]),
-            serde_json::json!(["a", ""]),
-        ] {
-            let f: PromptField = serde_json::from_value(input.clone()).expect("parses");
-            let e = tokenize(&f, None).expect_err("empty");
-            assert_eq!(e.parts().0.as_u16(), 400, "{input}");
-        }
-        let f: PromptField = serde_json::from_value(serde_json::json!([[1, 2], [3]])).expect("ok");
-        assert_eq!(tokenize(&f, None).expect("ids"), vec![vec![1, 2], vec![3]]);
     }
 }

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::validate::ValidationError;
 use crate::engine::SubmitError;
 
 /// Seconds a client is told to wait after a 429.
@@ -18,9 +19,8 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
-    /// The prompt plus max_tokens does not fit the context (or the KV cache). `param` is the
-    /// request field holding the input: `messages` unless a route says otherwise
-    /// ([`ApiError::at`]).
+    /// The input plus the output asked for does not fit the context (or the KV cache).
+    /// `param` is the request field holding the input (`messages`, `prompt`, `input`).
     #[error("{message}")]
     ContextLength {
         message: String,
@@ -47,31 +47,6 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A context-length error about `messages` (see [`ApiError::at`] for other routes).
-    pub fn context_length(message: impl Into<String>) -> Self {
-        ApiError::ContextLength {
-            message: message.into(),
-            param: "messages",
-        }
-    }
-
-    /// Names `param` as the field that holds a route's input (`prompt` for completions,
-    /// `input` for embeddings) in an error about the input: a context-length error, or an
-    /// invalid request the engine blamed on the prompt. Other errors are returned as they are.
-    pub fn at(self, param: &'static str) -> Self {
-        match self {
-            ApiError::ContextLength { message, .. } => ApiError::ContextLength { message, param },
-            ApiError::InvalidRequest {
-                message,
-                param: Some(p),
-            } if p == "prompt" => ApiError::InvalidRequest {
-                message,
-                param: Some(param.to_string()),
-            },
-            other => other,
-        }
-    }
-
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
         ApiError::InvalidRequest {
             message: message.into(),
@@ -139,26 +114,24 @@ impl ApiError {
 
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
-        match &e {
-            SubmitError::QueueFull(_) => ApiError::QueueFull(e.to_string()),
-            SubmitError::ContextLength { .. }
-            | SubmitError::TooLarge { .. }
-            | SubmitError::InputTooLong { .. } => ApiError::context_length(e.to_string()),
-            SubmitError::EmptyPrompt => ApiError::invalid(e.to_string(), Some("prompt")),
-            SubmitError::InvalidToken { .. } => ApiError::invalid(e.to_string(), Some("prompt")),
-            SubmitError::InvalidN { .. } => ApiError::invalid(e.to_string(), Some("n")),
-            SubmitError::ZeroMaxTokens => ApiError::invalid(e.to_string(), Some("max_tokens")),
-            SubmitError::PromptLogprobs { .. } => {
-                ApiError::invalid(e.to_string(), Some("logprobs"))
-            }
-            SubmitError::Sampling(s) => {
-                let field = match s {
-                    crate::sampling::SamplingError::InvalidParam { field, .. } => Some(*field),
-                    _ => None,
-                };
-                ApiError::invalid(e.to_string(), field)
-            }
+        match e {
+            SubmitError::QueueFull(q) => ApiError::QueueFull(q.to_string()),
             SubmitError::ShuttingDown | SubmitError::Stopped => ApiError::Draining,
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        match e {
+            ValidationError::Invalid { message, param } => ApiError::InvalidRequest {
+                message,
+                param: Some(param),
+            },
+            ValidationError::ContextLength { message, param } => {
+                ApiError::ContextLength { message, param }
+            }
+            ValidationError::Internal(m) => ApiError::Internal(m),
         }
     }
 }
@@ -178,13 +151,17 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::QueueFull;
 
     #[test]
     fn the_table_maps_each_row() {
         let rows = [
             (ApiError::invalid("x", Some("n")), 400, None),
             (
-                ApiError::context_length("x"),
+                ApiError::ContextLength {
+                    message: "x".into(),
+                    param: "messages",
+                },
                 400,
                 Some("context_length_exceeded"),
             ),
@@ -212,15 +189,18 @@ mod tests {
     }
 
     #[test]
-    fn submit_errors_map_through_the_table() {
-        let e: ApiError = SubmitError::ContextLength {
-            prompt: 5000,
-            max_tokens: 100,
-            context: 4096,
+    fn submit_and_validation_errors_map_through_the_table() {
+        let e: ApiError = ValidationError::ContextLength {
+            message: "prompt has 5000 tokens + max_tokens 100 > context 4096".into(),
+            param: "prompt",
         }
         .into();
         assert_eq!(e.parts().2, Some("context_length_exceeded"));
-        let e: ApiError = SubmitError::QueueFull("full".into()).into();
+        assert_eq!(e.body()["error"]["param"], "prompt");
+        let e: ApiError = ValidationError::invalid("n must be between 1 and 16, got 0", "n").into();
+        assert_eq!(e.parts().0.as_u16(), 400);
+        assert_eq!(e.body()["error"]["param"], "n");
+        let e: ApiError = SubmitError::QueueFull(QueueFull("full".into())).into();
         assert_eq!(e.parts().0.as_u16(), 429);
         let e: ApiError = SubmitError::ShuttingDown.into();
         assert_eq!(e.parts().0.as_u16(), 503);

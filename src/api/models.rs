@@ -8,11 +8,11 @@ use super::error::ApiError;
 use super::AppState;
 
 fn card(state: &AppState) -> serde_json::Value {
-    let max = state.served().ok().map(|s| s.max_context);
+    let max = state.served().ok().map(|s| s.engine.limits().max_context);
     serde_json::json!({
         "id": state.model_name(),
         "object": "model",
-        "created": state.inner.created,
+        "created": state.created(),
         "owned_by": "wick",
         "max_model_len": max,
     })

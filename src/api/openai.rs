@@ -51,6 +51,9 @@ pub struct CommonParams {
     /// Keep generating past the model's end-of-turn tokens, up to `max_tokens` (as vLLM and
     /// llama.cpp's server offer; for benchmarks).
     pub ignore_eos: Option<bool>,
+    /// Scheduling priority (vLLM's field): higher runs first, first come first served within
+    /// a priority. Default 0.
+    pub priority: Option<i32>,
 }
 
 /// One content part; only `text` parts carry text.
@@ -132,6 +135,67 @@ fn yes() -> bool {
 pub struct DetokenizeRequest {
     pub model: Option<String>,
     pub tokens: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: Option<String>,
+    pub input: PromptField,
+    /// `float` (default) or `base64`.
+    pub encoding_format: Option<String>,
+    pub dimensions: Option<u64>,
+    pub user: Option<String>,
+}
+
+/// One vector: floats, or base64 of its little-endian f32 bytes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EmbeddingData {
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: Vector,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EmbeddingResponse {
+    pub object: &'static str,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+/// Why a choice ended, as OpenAI names it: these three values and nothing else go out.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A stop token or stop string, or the output grammar completed.
+    Stop,
+    /// `max_tokens` or the context length reached.
+    Length,
+    /// The model called tools (chat only).
+    ToolCalls,
+}
+
+/// The fields every response and chunk of a request share.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResponseHeader {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub system_fingerprint: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -229,18 +293,15 @@ pub struct ChatChoice {
     pub index: usize,
     pub message: ChatMessageBody,
     pub logprobs: Option<ChatLogprobs>,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatCompletion {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub system_fingerprint: String,
+    #[serde(flatten)]
+    pub header: ResponseHeader,
     pub choices: Vec<ChatChoice>,
-    pub usage: UsageBody,
+    pub usage: Option<UsageBody>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -258,16 +319,13 @@ pub struct ChatChunkChoice {
     pub index: usize,
     pub delta: Delta,
     pub logprobs: Option<ChatLogprobs>,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatCompletionChunk {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub system_fingerprint: String,
+    #[serde(flatten)]
+    pub header: ResponseHeader,
     pub choices: Vec<ChatChunkChoice>,
     pub usage: Option<UsageBody>,
 }
@@ -286,16 +344,14 @@ pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
     pub logprobs: Option<CompletionLogprobs>,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
 }
 
+/// A completions response, and (with `object` the same) each of its streamed chunks.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Completion {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub system_fingerprint: String,
+    #[serde(flatten)]
+    pub header: ResponseHeader,
     pub choices: Vec<CompletionChoice>,
     pub usage: Option<UsageBody>,
 }

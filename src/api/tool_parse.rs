@@ -1,7 +1,7 @@
 //! Tool calls out of generated text: a streaming scanner over one choice's decoded text that
 //! separates content from `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks.
-//! Pure, run on the generate task (after stop strings) for streamed and non-streamed responses
-//! alike, so both see the same calls.
+//! Pure, run by each choice's text stage (`api::choice_text`, after stop strings) for streamed
+//! and non-streamed responses alike, so both see the same calls.
 //!
 //! Content that could be the start of an open tag is held back (as stop strings are), so the
 //! raw tag never leaks into a stream; whitespace next to a call is dropped. A block whose JSON
@@ -11,7 +11,7 @@
 
 use serde_json::Value as Json;
 
-use super::tools::{CALL_CLOSE, CALL_OPEN};
+use super::validate::tools::{CALL_CLOSE, CALL_OPEN};
 
 /// One parsed call.
 #[derive(Debug, Clone, PartialEq, Eq)]

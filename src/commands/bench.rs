@@ -66,7 +66,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CommandError> {
             .take(prompt_tokens)
             .collect()
     };
-    let engine = Engine::start(loaded.model, Some(tokenizer.clone()), config)?;
+    let engine = Engine::start(loaded.model, config)?;
     println!(
         "wick bench: {} prompt tokens, {} generated tokens per request, greedy",
         prompt_tokens, args.max_tokens
@@ -229,7 +229,7 @@ fn one_request(
                 last = now;
                 n += 1;
             }
-            Event::Finished { .. } | Event::PromptLogprobs { .. } => {}
+            Event::Finished { .. } | Event::PromptScores { .. } => {}
             Event::Failed { error, .. } => {
                 tracing::warn!(%error, "bench request failed");
                 return None;

@@ -15,7 +15,7 @@ use tokio::task::JoinError;
 use crate::api::{self, AppState, Served};
 use crate::config::{EngineArgs, ModelArgs, ServerArgs};
 use crate::engine::{Engine, EngineError};
-use crate::model::{device, CausalLm, LoadError};
+use crate::model::{device, LoadError};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -97,13 +97,10 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     })
     .await
     .map_err(ServeError::LoadTask)??;
-    let max_context = loaded.model.max_context();
     let tokenizer = Arc::new(loaded.tokenizer);
-    let engine = Engine::start(loaded.model, Some(tokenizer.clone()), config)?;
+    let engine = Engine::start(loaded.model, config)?;
     let template = loaded.chat_template.map(Arc::new);
-    let served = tokio::task::spawn_blocking(move || {
-        Served::new(engine, Some(tokenizer), template, max_context)
-    })
+    let served = tokio::task::spawn_blocking(move || Served::new(engine, tokenizer, template))
     .await
     .map_err(ServeError::CompilerTask)?;
     state.set_ready(served);

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use tokio::sync::oneshot;
 
 use super::blocks::{BlockId, BlockManager};
+use super::queue::Ticket;
 use crate::model::{Batch, CausalLm, KvCache, LogitsWanted, SeqChunk};
 
 /// The vectors of a job's inputs, in order, or why the job failed.
@@ -26,6 +27,9 @@ pub(crate) struct EmbedSubmission {
     pub inputs: Vec<Vec<u32>>,
     /// Where the vectors go; a closed receiver cancels the job.
     pub reply: oneshot::Sender<EmbedResult>,
+    /// The job's place in the admission queue, given back when its first input gets blocks
+    /// (or the job goes).
+    pub ticket: Ticket,
 }
 
 /// The input being computed: its blocks, progress and running sum.
@@ -37,11 +41,12 @@ struct Current {
 }
 
 struct Job {
-    sub: EmbedSubmission,
+    inputs: Vec<Vec<u32>>,
+    reply: oneshot::Sender<EmbedResult>,
+    /// `Some` until the job is admitted.
+    ticket: Option<Ticket>,
     done: Vec<Vec<f32>>,
     current: Option<Current>,
-    /// Counted out of the admission queue yet?
-    admitted: bool,
 }
 
 /// The worker's embedding jobs, first come first served.
@@ -59,56 +64,70 @@ impl EmbedQueue {
         self.jobs.len()
     }
 
-    pub fn push(&mut self, sub: EmbedSubmission) {
+    /// Queues a job. One whose inputs can never run (an empty input, an id outside the
+    /// `vocab`, an input larger than the whole cache: validation refuses these first) fails at
+    /// once instead of reaching the model or waiting for blocks forever.
+    pub fn push(&mut self, sub: EmbedSubmission, vocab: usize, capacity_tokens: usize) {
+        let bad = sub.inputs.is_empty()
+            || sub.inputs.iter().any(|i| {
+                i.is_empty() || i.len() > capacity_tokens || i.iter().any(|&t| t as usize >= vocab)
+            });
+        if bad {
+            let error = "invalid embedding input (empty, too long or a token id out of range)";
+            let _ = sub.reply.send(Err(error.into()));
+            return;
+        }
         self.jobs.push_back(Job {
-            sub,
+            inputs: sub.inputs,
+            reply: sub.reply,
+            ticket: Some(sub.ticket),
             done: Vec::new(),
             current: None,
-            admitted: false,
         });
     }
 
-    /// Drops jobs whose caller went away; returns how many, and the queue places they held
-    /// (requests, tokens) that must be given back.
-    pub fn reap_cancelled(&mut self, blocks: &mut BlockManager) -> (usize, Vec<usize>) {
-        let mut gone = 0;
-        let mut unqueue = Vec::new();
+    /// Drops jobs whose caller went away (their queue places and blocks go with them);
+    /// returns how many.
+    pub fn reap_cancelled(&mut self, blocks: &mut BlockManager) -> usize {
+        let before = self.jobs.len();
         self.jobs.retain_mut(|j| {
-            if !j.sub.reply.is_closed() {
+            if !j.reply.is_closed() {
                 return true;
             }
-            gone += 1;
-            release(j, blocks, &mut unqueue);
+            release(j, blocks);
             false
         });
-        (gone, unqueue)
+        before - self.jobs.len()
     }
 
-    /// Fails every job (shutdown); returns the queue places to give back.
-    pub fn fail_all(&mut self, blocks: &mut BlockManager, error: &str) -> Vec<usize> {
-        let mut unqueue = Vec::new();
+    /// Fails every job (shutdown).
+    pub fn fail_all(&mut self, blocks: &mut BlockManager, error: &str) {
         for mut j in self.jobs.drain(..) {
-            release(&mut j, blocks, &mut unqueue);
-            let _ = j.sub.reply.send(Err(error.to_string()));
+            release(&mut j, blocks);
+            let _ = j.reply.send(Err(error.to_string()));
         }
-        unqueue
     }
 
     /// Gets blocks for the head job's next input, before generation takes its share of the
-    /// step. Returns the prompt tokens of a job that just left the admission queue.
-    pub fn reserve(&mut self, blocks: &mut BlockManager) -> Option<usize> {
-        let job = self.jobs.front_mut()?;
+    /// step; the job leaves the admission queue when its first input gets them.
+    pub fn reserve(&mut self, blocks: &mut BlockManager) {
+        let Some(job) = self.jobs.front_mut() else {
+            return;
+        };
         if job.current.is_some() {
-            return None;
+            return;
         }
-        let input = job.sub.inputs.get(job.done.len())?;
-        let got = blocks.allocate_n(blocks.blocks_for(input.len()))?;
-        job.current = Some(Current {
-            blocks: got,
-            computed: 0,
-            sum: Vec::new(),
-        });
-        (!std::mem::replace(&mut job.admitted, true)).then(|| queued_tokens(&job.sub))
+        let Some(input) = job.inputs.get(job.done.len()) else {
+            return;
+        };
+        if let Some(got) = blocks.allocate_n(blocks.blocks_for(input.len())) {
+            job.current = Some(Current {
+                blocks: got,
+                computed: 0,
+                sum: Vec::new(),
+            });
+            job.ticket = None;
+        }
     }
 
     /// Runs up to `chunk` tokens of the head job's current input and returns how many ran;
@@ -127,12 +146,12 @@ impl EmbedQueue {
         let Some(cur) = job.current.as_mut() else {
             return Ok(0);
         };
-        let input = &job.sub.inputs[job.done.len()];
+        let input = &job.inputs[job.done.len()];
         let n = chunk.max(1).min(input.len() - cur.computed);
         if let Err(error) = run_chunk(model, cache, input, cur, n) {
             if let Some(mut j) = self.jobs.pop_front() {
-                release(&mut j, blocks, &mut Vec::new());
-                let _ = j.sub.reply.send(Err(error.clone()));
+                release(&mut j, blocks);
+                let _ = j.reply.send(Err(error.clone()));
             }
             return Err(error);
         }
@@ -141,9 +160,9 @@ impl EmbedQueue {
             let cur = job.current.take().expect("invariant: checked above");
             blocks.release(&cur.blocks);
             job.done.push(mean_normalised(&cur.sum, input.len()));
-            if job.done.len() == job.sub.inputs.len() {
+            if job.done.len() == job.inputs.len() {
                 let j = self.jobs.pop_front().expect("invariant: the head job");
-                let _ = j.sub.reply.send(Ok(j.done));
+                let _ = j.reply.send(Ok(j.done));
             }
         }
         Ok(n)
@@ -185,17 +204,38 @@ fn run_chunk<M: CausalLm>(
     Ok(())
 }
 
-fn queued_tokens(sub: &EmbedSubmission) -> usize {
-    sub.inputs.iter().map(Vec::len).sum()
-}
-
-/// Frees a job's blocks; notes its queue place if it still holds one.
-fn release(job: &mut Job, blocks: &mut BlockManager, unqueue: &mut Vec<usize>) {
+/// Frees a job's blocks (its queue place, if it still holds one, goes with its ticket).
+fn release(job: &mut Job, blocks: &mut BlockManager) {
     if let Some(cur) = job.current.take() {
         blocks.release(&cur.blocks);
     }
-    if !std::mem::replace(&mut job.admitted, true) {
-        unqueue.push(queued_tokens(&job.sub));
+    job.ticket = None;
+}
+
+/// The result of an embedding job to come. Dropping it cancels the job.
+pub struct PendingEmbedding {
+    pub(crate) rx: oneshot::Receiver<EmbedResult>,
+    pub(crate) tokens: usize,
+}
+
+impl PendingEmbedding {
+    /// Tokens of all inputs together.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// The vectors, one per input in order; `Err` when the job failed or the engine stopped.
+    pub async fn wait(self) -> EmbedResult {
+        self.rx
+            .await
+            .unwrap_or_else(|_| Err("the engine stopped".into()))
+    }
+
+    /// [`PendingEmbedding::wait`] for plain threads (not inside an async runtime).
+    pub fn blocking_wait(self) -> EmbedResult {
+        self.rx
+            .blocking_recv()
+            .unwrap_or_else(|_| Err("the engine stopped".into()))
     }
 }
 

@@ -1,10 +1,12 @@
 //! The engine: many requests share one model worker, and every forward step serves all of them.
 //!
-//! [`Engine::start`] spawns the worker thread ([`worker`]), which owns the model and the KV cache.
-//! [`EngineHandle::submit`] checks a [`ValidRequest`] against the limits, reserves a place in the
-//! bounded admission queue (or fails at once with [`SubmitError::QueueFull`]) and returns an
-//! [`EventStream`] of tokens for it. Dropping the stream cancels the request: the worker frees
-//! its sequences and blocks at its next step, whether they are queued, prefilling or decoding.
+//! The engine speaks token ids only. [`Engine::start`] sizes the KV cache, reports the
+//! [`ModelLimits`] requests are validated against, and spawns the worker thread ([`worker`]),
+//! which owns the model and the cache. [`EngineHandle::submit`] takes a [`ValidRequest`],
+//! reserves a place in the bounded admission queue ([`queue`]; or fails at once with
+//! [`SubmitError::QueueFull`]) and returns the request's [`EventStream`] ([`events`]).
+//! Dropping the stream cancels the request: the worker frees its sequences and blocks at its
+//! next step, whether they are queued, prefilling or decoding. Counters: [`stats`].
 //!
 //! [`EngineHandle::embed`] queues the other kind of work, an embedding job ([`embed`]): the same
 //! worker runs it beside generation, against the same queue limits and KV blocks.
@@ -13,21 +15,27 @@
 
 pub mod blocks;
 pub mod embed;
+mod events;
+mod queue;
+mod request;
 pub mod scheduler;
+mod stats;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use candle_core::DType;
-use tokio::sync::mpsc as tmpsc;
 
-use crate::constraint::Constraint;
 use crate::model::{CausalLm, KvCache, KvCacheConfig, ModelError};
-use crate::sampling::{self, SamplingError, SamplingParams, TokenLogprob};
-use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+pub use events::{Event, EventStream, Finish, FinishReason, Timings, Token, TokenLogprob, Usage};
+pub use queue::{Admission, QueueFull, Ticket};
+pub use request::{ModelLimits, ValidRequest, MAX_N};
+pub use embed::PendingEmbedding;
+use stats::Counters;
+pub use stats::EngineStats;
 
 /// Engine limits and sizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,186 +71,10 @@ impl Default for EngineConfig {
     }
 }
 
-/// A request the HTTP layer has validated and tokenized: token ids only from here on.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidRequest {
-    pub prompt: Vec<u32>,
-    /// Most tokens to generate per choice.
-    pub max_tokens: usize,
-    pub sampling: SamplingParams,
-    /// Token ids that end a choice (EOS and friends).
-    pub stop_ids: Vec<u32>,
-    /// Parallel choices; they share the prompt's KV blocks.
-    pub n: usize,
-    /// Higher runs first; FCFS within a priority.
-    pub priority: i32,
-    /// `Some(k)`: score the prompt too (`echo` with logprobs): one
-    /// [`Event::PromptLogprobs`] with every prompt token's logprob and its top `k`
-    /// alternatives, before the first token. The prompt is then computed afresh, never taken
-    /// from the prefix cache. With it, `max_tokens` may be 0 (score only).
-    pub prompt_logprobs: Option<usize>,
-    /// The grammar the output must follow (`response_format`, forced tool calls), compiled
-    /// on the HTTP side; each choice steps its own copy.
-    pub constraint: Option<Constraint>,
-}
-
-impl ValidRequest {
-    /// A greedy single-choice request.
-    pub fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Self {
-        Self {
-            prompt,
-            max_tokens,
-            sampling: SamplingParams::greedy(),
-            stop_ids: Vec::new(),
-            n: 1,
-            priority: 0,
-            prompt_logprobs: None,
-            constraint: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// A stop token came.
-    Stop,
-    /// `max_tokens` or the context length reached.
-    Length,
-    /// Cancelled by shutdown.
-    Cancelled,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Token counts of one choice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    /// Generated tokens, the stop token included.
-    pub completion_tokens: usize,
-    /// Prompt tokens whose K/V came from the prefix cache.
-    pub cached_tokens: usize,
-}
-
-/// Where one choice's time went.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Timings {
-    /// Submit to first admission.
-    pub queued: Duration,
-    /// Submit to first token.
-    pub ttft: Duration,
-    /// Submit to finish.
-    pub total: Duration,
-}
-
-/// One prompt token, scored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromptToken {
-    pub id: u32,
-    /// `None` for the first token (nothing predicts it).
-    pub logprob: Option<f32>,
-    /// The best alternatives at this position, best first (empty for the first token).
-    pub top_logprobs: Vec<TokenLogprob>,
-}
-
-/// What a request's stream yields. `index` is the choice (0..n).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// The prompt's tokens, scored (only when [`ValidRequest::prompt_logprobs`] asked; once,
-    /// for choice 0, before its first token: the prompt is the same for every choice).
-    PromptLogprobs {
-        index: usize,
-        tokens: Vec<PromptToken>,
-    },
-    Token {
-        index: usize,
-        id: u32,
-        /// The text this token completes (UTF-8 safe; may be empty while a character is split
-        /// across tokens).
-        text: String,
-        logprob: Option<f32>,
-        top_logprobs: Vec<TokenLogprob>,
-    },
-    Finished {
-        index: usize,
-        reason: FinishReason,
-        usage: Usage,
-        timings: Timings,
-        /// Bytes still held by the detokenizer at the end (an unfinished character), lossy.
-        text: String,
-    },
-    /// This choice failed (a forward or sampling error); the engine lives on.
-    Failed { index: usize, error: String },
-}
-
-/// What the worker sends; `EventStream` turns it into [`Event`]s (adding text).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum WorkerEvent {
-    PromptLogprobs {
-        index: usize,
-        tokens: Vec<PromptToken>,
-    },
-    Token {
-        index: usize,
-        id: u32,
-        logprob: Option<f32>,
-        top_logprobs: Vec<TokenLogprob>,
-    },
-    Finished {
-        index: usize,
-        reason: FinishReason,
-        usage: Usage,
-        timings: Timings,
-    },
-    Failed {
-        index: usize,
-        error: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    #[error("the queue is full ({0}); retry later")]
-    QueueFull(String),
-    #[error("the prompt is empty")]
-    EmptyPrompt,
-    #[error("prompt has {prompt} tokens + max_tokens {max_tokens} > context {context}")]
-    ContextLength {
-        prompt: usize,
-        max_tokens: usize,
-        context: usize,
-    },
-    #[error("prompt has {prompt} tokens + max_tokens {max_tokens} = {need} tokens > KV cache capacity {capacity} tokens")]
-    TooLarge {
-        prompt: usize,
-        max_tokens: usize,
-        need: usize,
-        capacity: usize,
-    },
-    #[error("token id {id} out of range: the vocabulary has {vocab} tokens")]
-    InvalidToken { id: u32, vocab: usize },
-    #[error("n must be between 1 and {max}, got {n}")]
-    InvalidN { n: usize, max: usize },
-    #[error("max_tokens must be at least 1 (0 only when scoring the prompt)")]
-    ZeroMaxTokens,
-    #[error("input has {tokens} tokens > {what} of {limit} tokens")]
-    InputTooLong {
-        tokens: usize,
-        limit: usize,
-        what: &'static str,
-    },
-    #[error("prompt logprobs: at most {max} alternatives, got {n}")]
-    PromptLogprobs { n: usize, max: usize },
-    #[error("{0}")]
-    Sampling(#[from] SamplingError),
+    #[error(transparent)]
+    QueueFull(#[from] QueueFull),
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error("the engine has stopped")]
@@ -259,72 +91,38 @@ pub enum EngineError {
     Thread(std::io::Error),
 }
 
-/// Counters for metrics; read with [`EngineHandle::stats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    queued_requests: AtomicUsize,
-    queued_tokens: AtomicUsize,
-    waiting: AtomicUsize,
-    running: AtomicUsize,
-    kv_blocks_used: AtomicUsize,
-    kv_blocks_total: AtomicUsize,
-    prefix_queried_tokens: AtomicU64,
-    prefix_hit_tokens: AtomicU64,
-    preemptions: AtomicU64,
-    cancellations: AtomicU64,
-    failures: AtomicU64,
-    steps: AtomicU64,
-    step_micros: AtomicU64,
-    prefill_tokens: AtomicU64,
-    decode_tokens: AtomicU64,
-    embed_jobs: AtomicUsize,
-    embed_tokens: AtomicU64,
-}
-
-/// A snapshot of the engine's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Requests waiting for admission.
-    pub queue_depth: usize,
-    pub queued_tokens: usize,
-    /// Sequences waiting (queued or preempted) and running.
-    pub waiting: usize,
-    pub running: usize,
-    pub kv_blocks_used: usize,
-    pub kv_blocks_total: usize,
-    pub kv_cache_bytes: u64,
-    pub prefix_queried_tokens: u64,
-    pub prefix_hit_tokens: u64,
-    pub preemptions: u64,
-    pub cancellations: u64,
-    pub failures: u64,
-    pub steps: u64,
-    pub step_micros_total: u64,
-    pub prefill_tokens: u64,
-    pub decode_tokens: u64,
-    /// Embedding jobs queued or running.
-    pub embed_jobs: usize,
-    /// Tokens run for embeddings.
-    pub embed_tokens: u64,
-}
-
 enum Command {
     Submit(worker::Submission),
     Embed(embed::EmbedSubmission),
     Shutdown { deadline: Instant },
 }
 
+/// What the handles and the worker share.
 struct Shared {
     config: EngineConfig,
+    limits: ModelLimits,
     counters: Counters,
+    queue: Arc<Admission>,
     shutting_down: AtomicBool,
-    vocab: usize,
-    max_context: usize,
-    hidden_size: usize,
-    capacity_tokens: usize,
     kv_cache_bytes: u64,
     next_id: AtomicU64,
-    tokenizer: Option<Arc<Tokenizer>>,
+}
+
+impl Shared {
+    fn new(config: EngineConfig, limits: ModelLimits, kv_cache_bytes: u64) -> Self {
+        let counters = Counters::default();
+        let blocks = limits.kv_capacity_tokens / config.block_size.max(1);
+        counters.kv_blocks_total.store(blocks, Ordering::Relaxed);
+        Self {
+            queue: Admission::new(config.max_queue, config.max_queue_tokens),
+            config,
+            limits,
+            counters,
+            shutting_down: AtomicBool::new(false),
+            kv_cache_bytes,
+            next_id: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The caller's side of the engine. Cheap to clone.
@@ -362,7 +160,6 @@ impl Engine {
     /// Builds the KV cache and starts the worker thread that owns `model` from now on.
     pub fn start<M: CausalLm + 'static>(
         model: M,
-        tokenizer: Option<Arc<Tokenizer>>,
         config: EngineConfig,
     ) -> Result<EngineHandle, EngineError> {
         if config.block_size == 0 || config.max_batch_tokens == 0 || config.max_running == 0 {
@@ -389,22 +186,13 @@ impl Engine {
             dtype: config.kv_dtype,
         };
         let cache = KvCache::new(shape, kv, model.device())?;
-        let shared = Arc::new(Shared {
-            capacity_tokens: num_blocks * config.block_size,
-            kv_cache_bytes: cache.bytes() as u64,
-            vocab: model.vocab_size(),
-            max_context: model.max_context(),
-            hidden_size: model.hidden_size(),
-            config: config.clone(),
-            counters: Counters::default(),
-            shutting_down: AtomicBool::new(false),
-            next_id: AtomicU64::new(0),
-            tokenizer,
-        });
-        shared
-            .counters
-            .kv_blocks_total
-            .store(num_blocks, Ordering::Relaxed);
+        let limits = ModelLimits::new(
+            model.vocab_size(),
+            model.max_context(),
+            model.hidden_size(),
+            num_blocks * config.block_size,
+        );
+        let shared = Arc::new(Shared::new(config.clone(), limits, cache.bytes() as u64));
         tracing::info!(
             blocks = num_blocks,
             block_size = config.block_size,
@@ -416,8 +204,7 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("wick-worker".into())
             .spawn(move || {
-                let w = worker::Worker::new(model, cache, &worker_shared.config);
-                worker::run(w, rx, &worker_shared);
+                worker::run(worker::Worker::new(model, cache, worker_shared), rx);
             })
             .map_err(EngineError::Thread)?;
         Ok(EngineHandle {
@@ -428,182 +215,60 @@ impl Engine {
     }
 }
 
-/// Most parallel choices per request.
-pub const MAX_N: usize = 16;
-
 impl EngineHandle {
-    /// Queues a request. Fails at once when it can never run (context, capacity, bad ids or
-    /// sampling parameters) or when the queue is full.
+    /// Queues a request (validated against [`Self::limits`]); fails at once when the queue is
+    /// full or the engine is shutting down. Dropping the returned stream cancels the request.
     pub fn submit(&self, req: ValidRequest) -> Result<EventStream, SubmitError> {
-        let s = &self.shared;
-        if s.shutting_down.load(Ordering::SeqCst) {
-            return Err(SubmitError::ShuttingDown);
-        }
-        self.check(&req)?;
-        let tokens = req.prompt.len();
-        self.reserve(tokens)?;
-        let (etx, erx) = tmpsc::unbounded_channel();
-        let n = req.n;
-        let prompt_tokens = req.prompt.len();
+        let ticket = self.reserve(req.prompt.len())?;
+        let (events, stream) = EventStream::new(req.n);
         let sub = worker::Submission {
-            id: s.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             req,
-            events: etx,
+            events,
+            ticket,
             arrived: Instant::now(),
         };
-        if self.tx.send(Command::Submit(sub)).is_err() {
-            s.counters.unqueue(tokens);
-            return Err(SubmitError::Stopped);
-        }
-        let decoders = (0..n)
-            .map(|_| {
-                s.tokenizer
-                    .as_ref()
-                    .map(|t| IncrementalDecoder::new(t.clone(), true))
-            })
-            .collect();
-        Ok(EventStream {
-            rx: erx,
-            decoders,
-            open: n,
-            prompt_tokens,
-        })
+        self.tx
+            .send(Command::Submit(sub))
+            .map_err(|_| SubmitError::Stopped)?;
+        Ok(stream)
     }
 
-    /// Queues an embedding job: each input (token ids) becomes one vector, mean-pooled final
-    /// hidden states, L2-normalised. Fails at once on an empty input, one longer than the
-    /// context or the KV cache, a bad token id, or a full queue (the job takes one request
-    /// place and its tokens). Dropping the returned [`PendingEmbedding`] cancels the job.
+    /// Queues an embedding job: each input (token ids, none empty, each within the context and
+    /// the KV cache) becomes one vector, mean-pooled final hidden states, L2-normalised. The job
+    /// takes one queue place and its tokens. Dropping the returned [`PendingEmbedding`] cancels
+    /// the job.
     pub fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<PendingEmbedding, SubmitError> {
-        let s = &self.shared;
-        if s.shutting_down.load(Ordering::SeqCst) {
-            return Err(SubmitError::ShuttingDown);
-        }
-        if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
-            return Err(SubmitError::EmptyPrompt);
-        }
-        for input in &inputs {
-            let (tokens, limits) = (
-                input.len(),
-                [
-                    (s.max_context, "the context"),
-                    (s.capacity_tokens, "the KV cache"),
-                ],
-            );
-            if let Some(&(limit, what)) = limits.iter().find(|(l, _)| tokens > *l) {
-                return Err(SubmitError::InputTooLong {
-                    tokens,
-                    limit,
-                    what,
-                });
-            }
-            if let Some(&id) = input.iter().find(|&&t| t as usize >= s.vocab) {
-                return Err(SubmitError::InvalidToken { id, vocab: s.vocab });
-            }
-        }
         let tokens: usize = inputs.iter().map(Vec::len).sum();
-        self.reserve(tokens)?;
+        let ticket = self.reserve(tokens)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let sub = embed::EmbedSubmission { inputs, reply };
-        if self.tx.send(Command::Embed(sub)).is_err() {
-            s.counters.unqueue(tokens);
-            return Err(SubmitError::Stopped);
-        }
+        let sub = embed::EmbedSubmission {
+            inputs,
+            reply,
+            ticket,
+        };
+        self.tx
+            .send(Command::Embed(sub))
+            .map_err(|_| SubmitError::Stopped)?;
         Ok(PendingEmbedding { rx, tokens })
     }
 
-    /// Takes a place in the admission queue for a request of `tokens` prompt tokens.
-    fn reserve(&self, tokens: usize) -> Result<(), SubmitError> {
-        let (s, c) = (&self.shared, &self.shared.counters);
-        if c.queued_requests.fetch_add(1, Ordering::SeqCst) >= s.config.max_queue {
-            c.queued_requests.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::QueueFull(format!(
-                "{} requests waiting",
-                s.config.max_queue
-            )));
+    fn reserve(&self, tokens: usize) -> Result<Ticket, SubmitError> {
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
         }
-        if c.queued_tokens.fetch_add(tokens, Ordering::SeqCst) + tokens > s.config.max_queue_tokens
-        {
-            c.unqueue(tokens);
-            return Err(SubmitError::QueueFull(format!(
-                "more than {} prompt tokens waiting",
-                s.config.max_queue_tokens
-            )));
-        }
-        Ok(())
+        Ok(self.shared.queue.try_reserve(tokens)?)
     }
 
-    fn check(&self, req: &ValidRequest) -> Result<(), SubmitError> {
-        let s = &self.shared;
-        if req.prompt.is_empty() {
-            return Err(SubmitError::EmptyPrompt);
-        }
-        if req.n == 0 || req.n > MAX_N {
-            return Err(SubmitError::InvalidN {
-                n: req.n,
-                max: MAX_N,
-            });
-        }
-        if req.max_tokens == 0 && req.prompt_logprobs.is_none() {
-            return Err(SubmitError::ZeroMaxTokens);
-        }
-        if let Some(n) = req
-            .prompt_logprobs
-            .filter(|&n| n > sampling::MAX_TOP_LOGPROBS)
-        {
-            return Err(SubmitError::PromptLogprobs {
-                n,
-                max: sampling::MAX_TOP_LOGPROBS,
-            });
-        }
-        let need = req.prompt.len() + req.max_tokens;
-        if need > s.max_context {
-            return Err(SubmitError::ContextLength {
-                prompt: req.prompt.len(),
-                max_tokens: req.max_tokens,
-                context: s.max_context,
-            });
-        }
-        if need > s.capacity_tokens {
-            return Err(SubmitError::TooLarge {
-                prompt: req.prompt.len(),
-                max_tokens: req.max_tokens,
-                need,
-                capacity: s.capacity_tokens,
-            });
-        }
-        if let Some(&id) = req.prompt.iter().find(|&&t| t as usize >= s.vocab) {
-            return Err(SubmitError::InvalidToken { id, vocab: s.vocab });
-        }
-        req.sampling.validate(s.vocab)?;
-        Ok(())
+    /// What requests are validated against; fixed for the engine's life.
+    pub fn limits(&self) -> &ModelLimits {
+        &self.shared.limits
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> EngineStats {
-        let c = &self.shared.counters;
-        let ld = |a: &AtomicUsize| a.load(Ordering::Relaxed);
-        let ld64 = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        EngineStats {
-            queue_depth: ld(&c.queued_requests),
-            queued_tokens: ld(&c.queued_tokens),
-            waiting: ld(&c.waiting),
-            running: ld(&c.running),
-            kv_blocks_used: ld(&c.kv_blocks_used),
-            kv_blocks_total: ld(&c.kv_blocks_total),
-            kv_cache_bytes: self.shared.kv_cache_bytes,
-            prefix_queried_tokens: ld64(&c.prefix_queried_tokens),
-            prefix_hit_tokens: ld64(&c.prefix_hit_tokens),
-            preemptions: ld64(&c.preemptions),
-            cancellations: ld64(&c.cancellations),
-            failures: ld64(&c.failures),
-            steps: ld64(&c.steps),
-            step_micros_total: ld64(&c.step_micros),
-            prefill_tokens: ld64(&c.prefill_tokens),
-            decode_tokens: ld64(&c.decode_tokens),
-            embed_jobs: ld(&c.embed_jobs),
-            embed_tokens: ld64(&c.embed_tokens),
-        }
+        let s = &self.shared;
+        s.counters.snapshot(&s.queue, s.kv_cache_bytes)
     }
 
     /// The engine's configuration.
@@ -611,23 +276,8 @@ impl EngineHandle {
         &self.shared.config
     }
 
-    /// Tokens the KV cache holds.
-    pub fn capacity_tokens(&self) -> usize {
-        self.shared.capacity_tokens
-    }
-
-    /// The model's context length.
-    pub fn max_context(&self) -> usize {
-        self.shared.max_context
-    }
-
-    /// The width of the model's hidden states: the length of an embedding.
-    pub fn hidden_size(&self) -> usize {
-        self.shared.hidden_size
-    }
-
-    /// Stops admitting, lets in-flight requests finish until `grace` has passed, cancels the
-    /// rest (they get `Finished { reason: Cancelled }`), and waits for the worker to exit.
+    /// Stops admitting, lets in-flight requests finish until `grace` has passed, ends the rest
+    /// (they get `Finished` with [`FinishReason::Shutdown`]), and waits for the worker to exit.
     pub fn shutdown(&self, grace: Duration) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Command::Shutdown {
@@ -642,125 +292,6 @@ impl EngineHandle {
                 tracing::error!("the engine worker panicked");
             }
         }
-    }
-}
-
-impl Counters {
-    /// Gives back a request's place in the admission queue.
-    fn unqueue(&self, tokens: usize) {
-        self.queued_tokens.fetch_sub(tokens, Ordering::SeqCst);
-        self.queued_requests.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The result of an embedding job to come. Dropping it cancels the job.
-pub struct PendingEmbedding {
-    rx: tokio::sync::oneshot::Receiver<embed::EmbedResult>,
-    tokens: usize,
-}
-
-impl PendingEmbedding {
-    /// Tokens of all inputs together.
-    pub fn tokens(&self) -> usize {
-        self.tokens
-    }
-
-    /// The vectors, one per input in order; `Err` when the job failed or the engine stopped.
-    pub async fn wait(self) -> embed::EmbedResult {
-        self.rx
-            .await
-            .unwrap_or_else(|_| Err("the engine stopped".into()))
-    }
-
-    /// [`PendingEmbedding::wait`] for plain threads (not inside an async runtime).
-    pub fn blocking_wait(self) -> embed::EmbedResult {
-        self.rx
-            .blocking_recv()
-            .unwrap_or_else(|_| Err("the engine stopped".into()))
-    }
-}
-
-/// The events of one request. Dropping it cancels the request.
-pub struct EventStream {
-    rx: tmpsc::UnboundedReceiver<WorkerEvent>,
-    decoders: Vec<Option<IncrementalDecoder>>,
-    open: usize,
-    prompt_tokens: usize,
-}
-
-impl EventStream {
-    /// The next event; `None` once every choice has finished or failed.
-    pub async fn recv(&mut self) -> Option<Event> {
-        if self.open == 0 {
-            return None;
-        }
-        let ev = self.rx.recv().await;
-        self.convert(ev)
-    }
-
-    /// The next event, blocking the calling thread (not for use inside an async runtime).
-    pub fn blocking_recv(&mut self) -> Option<Event> {
-        if self.open == 0 {
-            return None;
-        }
-        let ev = self.rx.blocking_recv();
-        self.convert(ev)
-    }
-
-    /// Prompt tokens of the request.
-    pub fn prompt_tokens(&self) -> usize {
-        self.prompt_tokens
-    }
-
-    fn decoder(&mut self, index: usize) -> Option<&mut IncrementalDecoder> {
-        self.decoders.get_mut(index).and_then(|d| d.as_mut())
-    }
-
-    fn convert(&mut self, ev: Option<WorkerEvent>) -> Option<Event> {
-        let Some(ev) = ev else {
-            // The worker went away without finishing us: report it rather than hang.
-            let open = std::mem::take(&mut self.open);
-            return (open > 0).then(|| Event::Failed {
-                index: 0,
-                error: "the engine stopped".into(),
-            });
-        };
-        Some(match ev {
-            WorkerEvent::PromptLogprobs { index, tokens } => {
-                Event::PromptLogprobs { index, tokens }
-            }
-            WorkerEvent::Token {
-                index,
-                id,
-                logprob,
-                top_logprobs,
-            } => Event::Token {
-                index,
-                id,
-                text: self.decoder(index).map(|d| d.push(id)).unwrap_or_default(),
-                logprob,
-                top_logprobs,
-            },
-            WorkerEvent::Finished {
-                index,
-                reason,
-                usage,
-                timings,
-            } => {
-                self.open = self.open.saturating_sub(1);
-                Event::Finished {
-                    index,
-                    reason,
-                    usage,
-                    timings,
-                    text: self.decoder(index).map(|d| d.flush()).unwrap_or_default(),
-                }
-            }
-            WorkerEvent::Failed { index, error } => {
-                self.open = self.open.saturating_sub(1);
-                Event::Failed { index, error }
-            }
-        })
     }
 }
 

@@ -8,17 +8,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::blocks::{chain_hash, BlockId, BlockManager};
 use super::embed::{EmbedQueue, EmbedSubmission};
-use super::scheduler::{self, Budget, RunningView, SeqId, WaitingView};
-use super::{
-    Command, EngineConfig, FinishReason, PromptToken, Shared, Timings, Usage, ValidRequest,
-    WorkerEvent,
-};
+use super::events::{Event, EventSender, Finish, FinishReason, Timings, Usage};
+use super::queue::Ticket;
+use super::scheduler::{self, Budget, Plan, RunningView, SeqId, WaitingView};
+use super::stats::Counters;
+use super::{Command, Shared, ValidRequest};
 use crate::constraint::Constraint;
 use crate::model::{Batch, CausalLm, KvCache, LogitsWanted, SeqChunk};
 use crate::sampling::{self, Sampler, Token};
@@ -27,13 +26,18 @@ use crate::sampling::{self, Sampler, Token};
 pub(crate) struct Submission {
     pub id: u64,
     pub req: ValidRequest,
-    pub events: UnboundedSender<WorkerEvent>,
+    pub events: EventSender,
+    /// The request's place in the admission queue.
+    pub ticket: Ticket,
     pub arrived: Instant,
 }
 
 /// What the `n` choices of one request share.
 struct Group {
-    events: UnboundedSender<WorkerEvent>,
+    events: EventSender,
+    /// The place in the admission queue, until the first choice is admitted (dropping it gives
+    /// the place back, once, whichever way the request leaves).
+    ticket: Option<Ticket>,
     prompt_len: usize,
     max_tokens: usize,
     stop_ids: Vec<u32>,
@@ -43,23 +47,8 @@ struct Group {
     /// Set once choice 0 has its prompt in the cache (or is gone): the other choices may start
     /// and find the prompt's blocks in the prefix index.
     leader_prefilled: bool,
-    /// Counted out of the admission queue yet?
-    admitted: bool,
     /// Choices not yet finished.
     open: usize,
-}
-
-impl Group {
-    /// Gives the request's place in the admission queue back, once.
-    fn leave_queue(&mut self, counters: &super::Counters) {
-        if !self.admitted {
-            self.admitted = true;
-            counters.queued_requests.fetch_sub(1, Ordering::SeqCst);
-            counters
-                .queued_tokens
-                .fetch_sub(self.prompt_len, Ordering::SeqCst);
-        }
-    }
 }
 
 /// One choice of one request.
@@ -87,7 +76,7 @@ struct Sequence {
     /// Prompt scoring (choice 0 of a request with `prompt_logprobs`): the tokens scored so
     /// far, the first one included. Kept across preemption, so a recompute scores only the
     /// rest; sent as one event when the whole prompt is scored.
-    prompt_scored: Vec<PromptToken>,
+    prompt_scored: Vec<Token>,
 }
 
 impl Sequence {
@@ -103,6 +92,7 @@ impl Sequence {
 }
 
 pub(crate) struct Worker<M> {
+    shared: Arc<Shared>,
     model: M,
     cache: KvCache,
     blocks: BlockManager,
@@ -125,13 +115,17 @@ pub(crate) struct StepReport {
 }
 
 impl<M: CausalLm> Worker<M> {
-    pub fn new(model: M, cache: KvCache, config: &EngineConfig) -> Self {
+    pub fn new(model: M, cache: KvCache, shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
         let blocks = BlockManager::new(
             cache.num_blocks(),
             cache.block_size(),
             config.prefix_caching,
         );
         Self {
+            max_batch_tokens: config.max_batch_tokens,
+            max_running: config.max_running,
+            shared,
             model,
             blocks,
             watermark_blocks: cache.num_blocks() / 100,
@@ -141,9 +135,16 @@ impl<M: CausalLm> Worker<M> {
             groups: HashMap::new(),
             embeds: EmbedQueue::default(),
             next_seq: 0,
-            max_batch_tokens: config.max_batch_tokens,
-            max_running: config.max_running,
         }
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    #[cfg(test)]
+    pub(crate) fn queue(&self) -> &Arc<super::Admission> {
+        &self.shared.queue
     }
 
     pub fn is_idle(&self) -> bool {
@@ -152,7 +153,9 @@ impl<M: CausalLm> Worker<M> {
 
     /// Queues an embedding job.
     pub fn add_embed(&mut self, sub: EmbedSubmission) {
-        self.embeds.push(sub);
+        let limits = &self.shared.limits;
+        self.embeds
+            .push(sub, limits.vocab, self.blocks.num_blocks() * self.blocks.block_size());
     }
 
     /// `Some(k)` while `seq` still has prompt tokens to score.
@@ -177,20 +180,30 @@ impl<M: CausalLm> Worker<M> {
         self.waiting.len()
     }
 
-    /// Queues a request's choices.
+    /// Queues a request's choices. A request the model cannot run (no prompt, an id outside
+    /// the vocabulary: validation refuses these first) fails every choice at once instead.
     pub fn add(&mut self, sub: Submission) {
         let req = sub.req;
+        let vocab = self.shared.limits.vocab;
+        if req.prompt.is_empty() || req.prompt.iter().any(|&t| t as usize >= vocab) {
+            let error = format!("invalid prompt: empty or a token id >= the vocabulary {vocab}");
+            for index in 0..req.n {
+                let error = error.clone();
+                let _ = sub.events.send(Event::Failed { index, error });
+            }
+            return;
+        }
         self.groups.insert(
             sub.id,
             Group {
                 events: sub.events,
+                ticket: Some(sub.ticket),
                 prompt_len: req.prompt.len(),
                 max_tokens: req.max_tokens,
                 stop_ids: req.stop_ids,
                 prompt_logprobs: req.prompt_logprobs,
                 arrived: sub.arrived,
                 leader_prefilled: req.n == 1,
-                admitted: false,
                 open: req.n,
             },
         );
@@ -231,7 +244,7 @@ impl<M: CausalLm> Worker<M> {
         self.waiting.insert(at, seq);
     }
 
-    fn send(&self, group: u64, ev: WorkerEvent) {
+    fn send(&self, group: u64, ev: Event) {
         if let Some(g) = self.groups.get(&group) {
             // A closed channel means the client left; the next step reaps the sequence.
             let _ = g.events.send(ev);
@@ -239,14 +252,14 @@ impl<M: CausalLm> Worker<M> {
     }
 
     /// One choice is done (finished or failed): free it and maybe its group.
-    fn retire(&mut self, seq: Sequence, counters: &super::Counters) {
+    fn retire(&mut self, seq: Sequence) {
         self.blocks.release(&seq.blocks);
         let mut drop_group = false;
         if let Some(g) = self.groups.get_mut(&seq.group) {
             if seq.index == 0 {
                 g.leader_prefilled = true;
             }
-            g.leave_queue(counters);
+            g.ticket = None;
             g.open = g.open.saturating_sub(1);
             drop_group = g.open == 0;
         }
@@ -255,7 +268,7 @@ impl<M: CausalLm> Worker<M> {
         }
     }
 
-    fn finish(&mut self, seq: Sequence, reason: FinishReason, counters: &super::Counters) {
+    fn finish(&mut self, seq: Sequence, reason: FinishReason) {
         let now = Instant::now();
         if let Some(g) = self.groups.get(&seq.group) {
             let timings = Timings {
@@ -268,38 +281,28 @@ impl<M: CausalLm> Worker<M> {
                 completion_tokens: seq.generated,
                 cached_tokens: seq.cached_tokens.unwrap_or(0),
             };
-            self.send(
-                seq.group,
-                WorkerEvent::Finished {
-                    index: seq.index,
-                    reason,
-                    usage,
-                    timings,
-                },
-            );
+            let finish = Finish {
+                reason,
+                usage,
+                timings,
+            };
+            let index = seq.index;
+            self.send(seq.group, Event::Finished { index, finish });
         }
-        self.retire(seq, counters);
+        self.retire(seq);
     }
 
-    fn fail(&mut self, seq: Sequence, error: &str, counters: &super::Counters) {
-        counters.failures.fetch_add(1, Ordering::Relaxed);
-        self.send(
-            seq.group,
-            WorkerEvent::Failed {
-                index: seq.index,
-                error: error.to_string(),
-            },
-        );
-        self.retire(seq, counters);
+    fn fail(&mut self, seq: Sequence, error: &str) {
+        self.counters().failures.fetch_add(1, Ordering::Relaxed);
+        let (index, error) = (seq.index, error.to_string());
+        self.send(seq.group, Event::Failed { index, error });
+        self.retire(seq);
     }
 
     /// Drops every sequence and embedding job whose client has gone away, in any state.
-    fn reap_cancelled(&mut self, counters: &super::Counters) {
-        let (gone, unqueue) = self.embeds.reap_cancelled(&mut self.blocks);
-        counters
-            .cancellations
-            .fetch_add(gone as u64, Ordering::Relaxed);
-        unqueue.into_iter().for_each(|t| counters.unqueue(t));
+    fn reap_cancelled(&mut self) {
+        let gone = self.embeds.reap_cancelled(&mut self.blocks);
+        Counters::add(&self.counters().cancellations, gone);
         let closed: Vec<u64> = self
             .groups
             .iter()
@@ -309,9 +312,7 @@ impl<M: CausalLm> Worker<M> {
         if closed.is_empty() {
             return;
         }
-        counters
-            .cancellations
-            .fetch_add(closed.len() as u64, Ordering::Relaxed);
+        Counters::add(&self.counters().cancellations, closed.len());
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|s| closed.contains(&s.group));
@@ -321,23 +322,21 @@ impl<M: CausalLm> Worker<M> {
             .partition(|s| closed.contains(&s.group));
         self.running = kept;
         for seq in gone.into_iter().chain(gone_running) {
-            self.retire(seq, counters);
+            self.retire(seq);
         }
     }
 
-    /// Ends every sequence with `Finished { Cancelled }` (shutdown past its deadline).
-    pub fn cancel_all(&mut self, counters: &super::Counters) {
-        let unqueue = self
-            .embeds
+    /// Ends every sequence with [`FinishReason::Shutdown`] (shutdown past its deadline).
+    pub fn cancel_all(&mut self) {
+        self.embeds
             .fail_all(&mut self.blocks, "cancelled: the engine shut down");
-        unqueue.into_iter().for_each(|t| counters.unqueue(t));
         let all: Vec<Sequence> = self
             .running
             .drain(..)
             .chain(self.waiting.drain(..))
             .collect();
         for seq in all {
-            self.finish(seq, FinishReason::Cancelled, counters);
+            self.finish(seq, FinishReason::Shutdown);
         }
     }
 
@@ -386,7 +385,7 @@ impl<M: CausalLm> Worker<M> {
         }
     }
 
-    fn preempt(&mut self, id: SeqId, counters: &super::Counters) {
+    fn preempt(&mut self, id: SeqId) {
         let Some(at) = self.running.iter().position(|s| s.id == id) else {
             return;
         };
@@ -395,11 +394,11 @@ impl<M: CausalLm> Worker<M> {
         seq.blocks.clear();
         seq.hashes.clear();
         seq.computed = 0;
-        counters.preemptions.fetch_add(1, Ordering::Relaxed);
+        self.counters().preemptions.fetch_add(1, Ordering::Relaxed);
         self.enqueue(seq);
     }
 
-    fn admit(&mut self, id: SeqId, counters: &super::Counters) {
+    fn admit(&mut self, id: SeqId) {
         let Some(at) = self.waiting.iter().position(|s| s.id == id) else {
             return;
         };
@@ -415,19 +414,36 @@ impl<M: CausalLm> Worker<M> {
         seq.cached_tokens.get_or_insert(seq.computed);
         seq.admitted_at.get_or_insert_with(Instant::now);
         if let Some(g) = self.groups.get_mut(&seq.group) {
-            g.leave_queue(counters);
+            g.ticket = None; // admitted: the queue place goes back
         }
         self.running.push(seq);
     }
 
-    /// One step: reap, plan, forward, sample, emit, retire. Returns what it did.
-    pub fn step(&mut self, counters: &super::Counters) -> StepReport {
+    /// One step: reap, plan, apply the plan, allocate blocks, run the batch (forward, sample,
+    /// emit, retire), run an embedding chunk, publish. Returns what it did.
+    pub fn step(&mut self) -> StepReport {
         let t0 = Instant::now();
-        self.reap_cancelled(counters);
+        self.reap_cancelled();
         // Embedding blocks first, so the plan below sees what is left.
-        if let Some(tokens) = self.embeds.reserve(&mut self.blocks) {
-            counters.unqueue(tokens);
+        self.embeds.reserve(&mut self.blocks);
+        let plan = self.plan();
+        self.apply(&plan);
+        let work = self.allocate(&plan);
+        let mut report = StepReport {
+            tokens: work.iter().map(|w| w.1).sum(),
+            preempted: plan.preempt,
+            admitted: plan.admit,
+        };
+        if !work.is_empty() {
+            self.run_batch(&work);
         }
+        report.tokens += self.step_embeddings();
+        self.publish(t0, report.tokens > 0);
+        report
+    }
+
+    /// The scheduler's plan for this step, over views of the sequences and the free blocks.
+    fn plan(&self) -> Plan {
         let (running, waiting) = self.views();
         let budget = Budget {
             max_batch_tokens: self.max_batch_tokens,
@@ -440,16 +456,24 @@ impl<M: CausalLm> Worker<M> {
                 self.watermark_blocks
             },
         };
-        let plan = scheduler::next_step(&running, &waiting, &budget);
+        scheduler::next_step(&running, &waiting, &budget)
+    }
+
+    /// Preempts and admits what the plan says.
+    fn apply(&mut self, plan: &Plan) {
         for &id in &plan.preempt {
-            self.preempt(id, counters);
+            self.preempt(id);
         }
         for &id in &plan.admit {
-            self.admit(id, counters);
+            self.admit(id);
         }
-        // Blocks for every chunk, then the batch. A chunk whose blocks cannot be had (the plan
-        // is an estimate when prefix blocks were evicted meanwhile) waits for the next step.
-        let mut work: Vec<(usize, usize)> = Vec::new(); // (index in running, tokens)
+    }
+
+    /// Blocks for every chunk of the plan: `(index in running, tokens)` of the chunks that got
+    /// them. A chunk whose blocks cannot be had (the plan is an estimate when prefix blocks
+    /// were evicted meanwhile) waits for the next step.
+    fn allocate(&mut self, plan: &Plan) -> Vec<(usize, usize)> {
+        let mut work = Vec::new();
         for chunk in &plan.chunks {
             let Some(i) = self.running.iter().position(|s| s.id == chunk.id) else {
                 continue;
@@ -469,36 +493,31 @@ impl<M: CausalLm> Worker<M> {
                 None => {}
             }
         }
-        let mut report = StepReport {
-            tokens: work.iter().map(|w| w.1).sum(),
-            preempted: plan.preempt.clone(),
-            admitted: plan.admit.clone(),
-        };
-        if !work.is_empty() {
-            self.run_batch(&work, counters);
-        }
-        // Embedding chunks are always `max_batch_tokens` long, whatever else runs: the same
-        // input then gives bit-identical vectors under any load. A step with both does at most
-        // twice the budget.
+        work
+    }
+
+    /// One chunk of the head embedding job; returns the tokens it ran. Embedding chunks are
+    /// always `max_batch_tokens` long, whatever else runs: the same input then gives
+    /// bit-identical vectors under any load. A step with both does at most twice the budget.
+    fn step_embeddings(&mut self) -> usize {
         let chunk = self.max_batch_tokens;
         match self
             .embeds
             .step(&self.model, &mut self.cache, &mut self.blocks, chunk)
         {
             Ok(n) => {
-                counters.embed_tokens.fetch_add(n as u64, Ordering::Relaxed);
-                report.tokens += n;
+                Counters::add(&self.counters().embed_tokens, n);
+                n
             }
             Err(error) => {
                 tracing::error!(%error, "embedding step failed");
-                counters.failures.fetch_add(1, Ordering::Relaxed);
+                self.counters().failures.fetch_add(1, Ordering::Relaxed);
+                0
             }
         }
-        self.publish(counters, t0, report.tokens > 0);
-        report
     }
 
-    fn run_batch(&mut self, work: &[(usize, usize)], counters: &super::Counters) {
+    fn run_batch(&mut self, work: &[(usize, usize)]) {
         let modes: Vec<LogitsWanted> = work
             .iter()
             .map(|&(i, n)| {
@@ -538,7 +557,7 @@ impl<M: CausalLm> Worker<M> {
                 for id in ids {
                     if let Some(at) = self.running.iter().position(|s| s.id == id) {
                         let seq = self.running.remove(at);
-                        self.fail(seq, &error, counters);
+                        self.fail(seq, &error);
                     }
                 }
                 return;
@@ -551,7 +570,7 @@ impl<M: CausalLm> Worker<M> {
             let id = self.running[i].id;
             if chunk_rows.len() < mode.rows(n) {
                 done.push((id, Err("the model returned too few logit rows".into())));
-            } else if let Some(outcome) = self.advance(i, n, chunk_rows, counters) {
+            } else if let Some(outcome) = self.advance(i, n, chunk_rows) {
                 done.push((id, outcome));
             }
         }
@@ -561,8 +580,8 @@ impl<M: CausalLm> Worker<M> {
             };
             let seq = self.running.remove(at);
             match outcome {
-                Ok(reason) => self.finish(seq, reason, counters),
-                Err(e) => self.fail(seq, &e, counters),
+                Ok(reason) => self.finish(seq, reason),
+                Err(e) => self.fail(seq, &e),
             }
         }
     }
@@ -575,9 +594,9 @@ impl<M: CausalLm> Worker<M> {
         i: usize,
         n: usize,
         mut rows: Vec<Vec<f32>>,
-        counters: &super::Counters,
     ) -> Option<Result<FinishReason, String>> {
         let score_k = self.scores_prompt(&self.running[i]);
+        let counters = &self.shared.counters;
         let s = &mut self.running[i];
         let start = s.computed;
         let decode = n == 1 && s.computed + 1 == s.tokens.len() && s.generated > 0;
@@ -595,10 +614,7 @@ impl<M: CausalLm> Worker<M> {
         }
         if let Some(k) = score_k {
             if let Some(tokens) = score_prompt(s, g.prompt_len, start, &rows, k) {
-                let _ = g.events.send(WorkerEvent::PromptLogprobs {
-                    index: s.index,
-                    tokens,
-                });
+                let _ = g.events.send(Event::PromptScores { tokens });
             }
         }
         if s.computed < s.tokens.len() {
@@ -620,13 +636,11 @@ impl<M: CausalLm> Worker<M> {
         if let Some(Err(e)) = s.constraint.as_mut().map(|c| c.commit(tok.id)) {
             return Some(Err(e.to_string()));
         }
-        let _ = g.events.send(WorkerEvent::Token {
-            index: s.index,
-            id: tok.id,
-            logprob: tok.logprob,
-            top_logprobs: tok.top,
-        });
         s.tokens.push(tok.id);
+        let _ = g.events.send(Event::Token {
+            index: s.index,
+            token: tok,
+        });
         if s.constraint.as_ref().is_some_and(Constraint::is_finished) {
             // The grammar is complete: nothing but a stop token could follow.
             return Some(Ok(FinishReason::Stop));
@@ -637,7 +651,8 @@ impl<M: CausalLm> Worker<M> {
         None
     }
 
-    fn publish(&self, counters: &super::Counters, t0: Instant, worked: bool) {
+    fn publish(&self, t0: Instant, worked: bool) {
+        let counters = self.counters();
         let st = self.blocks.stats();
         counters
             .waiting
@@ -673,23 +688,23 @@ fn score_prompt(
     start: usize,
     rows: &[Vec<f32>],
     k: usize,
-) -> Option<Vec<PromptToken>> {
+) -> Option<Vec<Token>> {
     if s.prompt_scored.is_empty() {
-        s.prompt_scored.push(PromptToken {
+        s.prompt_scored.push(Token {
             id: s.tokens[0],
             logprob: None,
-            top_logprobs: Vec::new(),
+            top: Vec::new(),
         });
     }
     for (j, row) in rows.iter().enumerate() {
         let target = start + j + 1;
         if target < prompt_len && target == s.prompt_scored.len() {
             let id = s.tokens[target];
-            let (logprob, top_logprobs) = sampling::score(row, id, k);
-            s.prompt_scored.push(PromptToken {
+            let (logprob, top) = sampling::score(row, id, k);
+            s.prompt_scored.push(Token {
                 id,
                 logprob: Some(logprob),
-                top_logprobs,
+                top,
             });
         }
     }
@@ -697,8 +712,7 @@ fn score_prompt(
 }
 
 /// The worker thread's loop.
-pub(crate) fn run<M: CausalLm>(mut w: Worker<M>, rx: Receiver<Command>, shared: &Shared) {
-    let counters = &shared.counters;
+pub(crate) fn run<M: CausalLm>(mut w: Worker<M>, rx: Receiver<Command>) {
     let mut deadline: Option<Instant> = None;
     let mut disconnected = false;
     let handle = |w: &mut Worker<M>, cmd: Command, deadline: &mut Option<Instant>| match cmd {
@@ -728,10 +742,10 @@ pub(crate) fn run<M: CausalLm>(mut w: Worker<M>, rx: Receiver<Command>, shared: 
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            w.cancel_all(counters);
+            w.cancel_all();
             break;
         }
-        let report = w.step(counters);
+        let report = w.step();
         if report.tokens == 0 && !w.is_idle() {
             // Work exists but none could run (waiting on blocks or a leader): don't spin.
             match rx.recv_timeout(Duration::from_millis(5)) {
@@ -741,6 +755,6 @@ pub(crate) fn run<M: CausalLm>(mut w: Worker<M>, rx: Receiver<Command>, shared: 
             }
         }
     }
-    w.publish(counters, Instant::now(), false);
+    w.publish(Instant::now(), false);
     tracing::info!("engine worker stopped");
 }

@@ -1,6 +1,6 @@
 //! Streaming detokenizer: token ids in, UTF-8 text out, one token at a time. Owned by one
-//! response stream (the SSE encoder's task); it never guesses at word boundaries, it only
-//! holds back the bytes of a char that a later token has yet to complete.
+//! choice's text stage in the API (`api::choice_text`); it never guesses at word boundaries,
+//! it only holds back the bytes of a char that a later token has yet to complete.
 //!
 //! The output of `push`* + `flush` is exactly [`Tokenizer::decode`] of the same ids: both are
 //! the lossy UTF-8 reading of the concatenated token bytes.

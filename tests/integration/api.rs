@@ -209,7 +209,7 @@ async fn a_disconnect_mid_stream_frees_the_engine() {
         .await
         .expect("connect");
     let body = json!({"prompt": [1, 2, 3], "max_tokens": 490, "n": 16, "stream": true,
-        // The tiny model has no tokenizer: logprobs make every token a chunk.
+        // With logprobs every token is a chunk, even one the byte-level tokenizer holds back.
         "logprobs": 1})
     .to_string();
     let req = format!(

@@ -99,7 +99,7 @@ async fn embeddings_float_and_base64_and_their_errors() {
     let errors = [
         (json!({"input": []}), 400, "input"),
         (json!({"input": [[1], []]}), 400, "input"),
-        (json!({"input": "text, but no tokenizer"}), 400, "input"),
+        (json!({"input": ["text", ""]}), 400, "input"),
         (json!({"input": [1], "dimensions": 7}), 400, "dimensions"),
         (
             json!({"input": [1], "encoding_format": "int8"}),
@@ -301,7 +301,6 @@ async fn queued_requests_whose_clients_leave_are_cancelled_before_any_write() {
         None,
         &Device::Cpu,
     );
-    let max_context = inner.max_context();
     let model = Slow {
         inner,
         delay: Duration::from_millis(25),
@@ -310,14 +309,9 @@ async fn queued_requests_whose_clients_leave_are_cancelled_before_any_write() {
         max_running: 1,
         ..tiny_config()
     };
-    let engine = wick::engine::Engine::start(model, None, config).expect("engine starts");
+    let engine = wick::engine::Engine::start(model, config).expect("engine starts");
     let state = AppState::new("tiny", 1 << 20);
-    state.set_ready(wick::api::Served::new(
-        engine.clone(),
-        None,
-        None,
-        max_context,
-    ));
+    state.set_ready(crate::common::served(engine.clone()));
     let server = TestServer::start(state).await;
     let addr = server.url.trim_start_matches("http://").to_string();
     let a = post(

@@ -108,18 +108,24 @@ impl TestServer {
     }
 }
 
-/// An engine over the tiny random model (vocab 96, context 512), no tokenizer.
+/// An engine over the tiny random model (vocab 96, context 512), served with the byte-level
+/// test tokenizer and a ChatML template.
 pub fn tiny_served(config: wick::engine::EngineConfig) -> wick::api::Served {
-    use wick::model::CausalLm;
     let model = wick::model::testing::random_llama(
         &wick::model::testing::tiny_config(),
         7,
         None,
         &Device::Cpu,
     );
-    let max_context = model.max_context();
-    let engine = wick::engine::Engine::start(model, None, config).expect("engine starts");
-    wick::api::Served::new(engine, None, None, max_context)
+    let engine = wick::engine::Engine::start(model, config).expect("engine starts");
+    served(engine)
+}
+
+/// `engine` served with the byte-level test tokenizer (vocab 96) and a ChatML template.
+pub fn served(engine: wick::engine::EngineHandle) -> wick::api::Served {
+    use wick::tokenizer::testing::{byte_level, chatml_template};
+    let tok = std::sync::Arc::new(byte_level(96));
+    wick::api::Served::new(engine, tok, Some(std::sync::Arc::new(chatml_template())))
 }
 
 /// The tiny engine config tests use: a 4 MiB KV cache.
@@ -144,25 +150,18 @@ pub fn real_server_url() -> Option<String> {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                use wick::model::CausalLm;
                 let loaded = wick::model::load(path.to_str().expect("utf-8"), &Device::Cpu)
                     .expect("test model loads");
-                let max_context = loaded.model.max_context();
                 let tok = std::sync::Arc::new(loaded.tokenizer);
                 let config = wick::engine::EngineConfig {
                     kv_cache_bytes: Some(64 << 20),
                     ..wick::engine::EngineConfig::default()
                 };
-                let engine = wick::engine::Engine::start(loaded.model, Some(tok.clone()), config)
-                    .expect("engine starts");
+                let engine =
+                    wick::engine::Engine::start(loaded.model, config).expect("engine starts");
                 let state = wick::api::AppState::new("smol", wick::api::DEFAULT_MAX_BODY_BYTES);
                 let template = loaded.chat_template.map(std::sync::Arc::new);
-                state.set_ready(wick::api::Served::new(
-                    engine,
-                    Some(tok),
-                    template,
-                    max_context,
-                ));
+                state.set_ready(wick::api::Served::new(engine, tok, template));
                 let server = TestServer::start(state).await;
                 tx.send(server.url.clone()).expect("send url");
                 // Serve for the rest of the test binary.

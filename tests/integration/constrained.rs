@@ -297,9 +297,8 @@ async fn bad_tools_and_tool_choices_are_400_naming_the_field() {
             "tool_choice",
         ),
         (json!({"tool_choice": "required"}), "tool_choice"),
-        // No tokenizer on the tiny model: a constraint cannot be compiled, still a 400.
         (
-            json!({"response_format": {"type": "json_object"}}),
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": "str"}}}),
             "response_format",
         ),
     ];

@@ -5,38 +5,34 @@ use std::time::Duration;
 
 use candle_core::Device;
 use wick::engine::{Engine, EngineConfig, EngineHandle, Event, Usage, ValidRequest};
+use wick::tokenizer::Tokenizer;
 
 use crate::common::{ids, model_path, reference};
 
-fn engine() -> Option<EngineHandle> {
+fn engine() -> Option<(EngineHandle, Arc<Tokenizer>)> {
     let path = model_path()?;
     let loaded = wick::model::load(path.to_str().expect("utf-8"), &Device::Cpu).expect("loads");
     let config = EngineConfig {
         kv_cache_bytes: Some(256 << 20),
         ..EngineConfig::default()
     };
-    Some(Engine::start(loaded.model, Some(Arc::new(loaded.tokenizer)), config).expect("starts"))
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let engine = Engine::start(loaded.model, config).expect("starts");
+    Some((engine, tokenizer))
 }
 
 /// Runs a request to the end: its token ids, text and usage.
-fn collect(mut s: wick::engine::EventStream) -> (Vec<u32>, String, Usage) {
-    let (mut toks, mut text, mut usage) = (Vec::new(), String::new(), Usage::default());
+fn collect(mut s: wick::engine::EventStream, tok: &Arc<Tokenizer>) -> (Vec<u32>, String, Usage) {
+    let (mut toks, mut usage) = (Vec::new(), Usage::default());
     while let Some(ev) = s.blocking_recv() {
         match ev {
-            Event::Token { id, text: t, .. } => {
-                toks.push(id);
-                text.push_str(&t);
-            }
-            Event::Finished {
-                usage: u, text: t, ..
-            } => {
-                usage = u;
-                text.push_str(&t);
-            }
+            Event::Token { token, .. } => toks.push(token.id),
+            Event::Finished { finish, .. } => usage = finish.usage,
             Event::Failed { error, .. } => panic!("request failed: {error}"),
-            Event::PromptLogprobs { .. } => {}
+            Event::PromptScores { .. } => {}
         }
     }
+    let text = tok.decode(&toks, true);
     (toks, text, usage)
 }
 
@@ -44,7 +40,9 @@ fn collect(mut s: wick::engine::EventStream) -> (Vec<u32>, String, Usage) {
 /// concurrent greedy requests give exactly what each gives alone.
 #[test]
 fn sixteen_concurrent_greedy_requests_equal_each_alone() {
-    let Some(engine) = engine() else { return };
+    let Some((engine, tok)) = engine() else {
+        return;
+    };
     let cases = reference("greedy_cases.json");
     let prompts: Vec<Vec<u32>> = cases["cases"]
         .as_array()
@@ -63,6 +61,7 @@ fn sixteen_concurrent_greedy_requests_equal_each_alone() {
                 engine
                     .submit(ValidRequest::greedy(p.clone(), max_tokens))
                     .expect("submit"),
+                &tok,
             )
         })
         .collect();
@@ -77,7 +76,7 @@ fn sixteen_concurrent_greedy_requests_equal_each_alone() {
     let together: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = streams
             .into_iter()
-            .map(|st| s.spawn(|| collect(st)))
+            .map(|st| s.spawn(|| collect(st, &tok)))
             .collect();
         handles
             .into_iter()
@@ -104,19 +103,22 @@ fn sixteen_concurrent_greedy_requests_equal_each_alone() {
 
 #[test]
 fn a_shared_200_token_prefix_is_served_from_the_cache() {
-    let Some(engine) = engine() else { return };
+    let Some((engine, tok)) = engine() else {
+        return;
+    };
     let text = reference("perplexity.json");
     let tokens = ids(&text["token_ids"]);
     let prefix = &tokens[..200];
     let a: Vec<u32> = prefix.iter().chain(&tokens[1000..1020]).copied().collect();
     let b: Vec<u32> = prefix.iter().chain(&tokens[2000..2013]).copied().collect();
-    let (_, _, ua) = collect(engine.submit(ValidRequest::greedy(a, 2)).expect("submit"));
+    let (_, _, ua) = collect(engine.submit(ValidRequest::greedy(a, 2)).expect("submit"), &tok);
     assert_eq!(ua.cached_tokens, 0);
     let before = engine.stats().prefill_tokens;
     let (_, _, ub) = collect(
         engine
             .submit(ValidRequest::greedy(b.clone(), 2))
             .expect("submit"),
+        &tok,
     );
     assert!(
         ub.cached_tokens >= 192,

@@ -7,15 +7,15 @@ use super::*;
 use crate::engine::embed::{mean_normalised, EmbedResult, EmbedSubmission};
 use crate::model::{LogitsWanted, SeqChunk};
 
-fn scored(events: &[WorkerEvent]) -> Vec<PromptToken> {
-    let all: Vec<&Vec<PromptToken>> = events
+fn scored(events: &[Event]) -> Vec<Token> {
+    let all: Vec<&Vec<Token>> = events
         .iter()
         .filter_map(|e| match e {
-            WorkerEvent::PromptLogprobs { tokens, .. } => Some(tokens),
+            Event::PromptScores { tokens } => Some(tokens),
             _ => None,
         })
         .collect();
-    assert_eq!(all.len(), 1, "one PromptLogprobs event: {events:?}");
+    assert_eq!(all.len(), 1, "one PromptScores event: {events:?}");
     all[0].clone()
 }
 
@@ -46,22 +46,21 @@ fn full_rows(p: &[u32], hidden: bool) -> Vec<Vec<f32>> {
 fn prompt_logprobs_score_every_token_in_chunks_and_bypass_the_prefix_cache() {
     let cfg = config(8, 4); // a 21-token prompt prefills in three chunks
     let mut w = worker(tiny(), 64, &cfg);
-    let c = Counters::default();
     let p = prompt(21, 3);
     // The same prompt first, without scoring: its blocks are now in the prefix cache.
     let mut rxs = vec![submit(&mut w, 0, ValidRequest::greedy(p.clone(), 3))];
-    let plain = drain(&mut w, &c, &mut rxs);
+    let plain = drain(&mut w, &mut rxs);
     let req = ValidRequest {
         prompt_logprobs: Some(3),
         ..ValidRequest::greedy(p.clone(), 3)
     };
     let mut rxs = vec![submit(&mut w, 1, req)];
-    let ev = drain(&mut w, &c, &mut rxs);
-    assert!(matches!(ev[0][0], WorkerEvent::PromptLogprobs { .. }));
+    let ev = drain(&mut w, &mut rxs);
+    assert!(matches!(ev[0][0], Event::PromptScores { .. }));
     let got = scored(&ev[0]);
     assert_eq!(got.len(), 21);
     assert_eq!((got[0].id, got[0].logprob), (p[0], None));
-    assert!(got[0].top_logprobs.is_empty());
+    assert!(got[0].top.is_empty());
     let want = full_rows(&p, false);
     for j in 1..21 {
         let (lp, top) = sampling::score(&want[j - 1], p[j], 3);
@@ -69,7 +68,7 @@ fn prompt_logprobs_score_every_token_in_chunks_and_bypass_the_prefix_cache() {
         let d = (got[j].logprob.expect("scored") - lp).abs();
         assert!(d < 1e-3, "token {j}: {d}");
         let ids = |t: &[sampling::TokenLogprob]| t.iter().map(|a| a.id).collect::<Vec<_>>();
-        assert_eq!(ids(&got[j].top_logprobs), ids(&top), "token {j}");
+        assert_eq!(ids(&got[j].top), ids(&top), "token {j}");
     }
     assert_eq!(finish_of(&ev[0], 0).1.cached_tokens, 0, "computed afresh");
     assert_eq!(tokens_of(&ev[0], 0), tokens_of(&plain[0], 0));
@@ -80,17 +79,16 @@ fn prompt_logprobs_score_every_token_in_chunks_and_bypass_the_prefix_cache() {
 fn max_tokens_zero_scores_the_prompt_and_generates_nothing() {
     let cfg = config(64, 4);
     let mut w = worker(tiny(), 64, &cfg);
-    let c = Counters::default();
     let req = ValidRequest {
         prompt_logprobs: Some(0),
         n: 2,
         ..ValidRequest::greedy(prompt(9, 1), 0)
     };
     let mut rxs = vec![submit(&mut w, 0, req)];
-    let ev = drain(&mut w, &c, &mut rxs);
+    let ev = drain(&mut w, &mut rxs);
     let got = scored(&ev[0]);
     assert_eq!(got.len(), 9);
-    assert!(got[1..].iter().all(|t| t.top_logprobs.is_empty()));
+    assert!(got[1..].iter().all(|t| t.top.is_empty()));
     for index in 0..2 {
         assert!(tokens_of(&ev[0], index).is_empty());
         let (reason, usage) = finish_of(&ev[0], index);
@@ -111,15 +109,14 @@ fn prompt_scores_survive_preemption_and_come_once() {
     };
     let run = |blocks: usize, head_start: usize| {
         let mut w = worker(tiny(), blocks, &cfg);
-        let c = Counters::default();
         let mut rxs = vec![submit(&mut w, 0, long.clone())];
         for _ in 0..head_start {
-            w.step(&c);
+            w.step();
         }
         rxs.push(submit(&mut w, 1, scoring.clone()));
-        let ev = drain(&mut w, &c, &mut rxs);
+        let ev = drain(&mut w, &mut rxs);
         assert_all_free(&w);
-        (ev, c.preemptions.load(Ordering::Relaxed))
+        (ev, w.counters().preemptions.load(Ordering::Relaxed))
     };
     let (want, none) = run(64, 0);
     assert_eq!(none, 0);
@@ -148,7 +145,13 @@ fn prompt_scores_survive_preemption_and_come_once() {
 
 fn embed(w: &mut Worker<Llama>, inputs: Vec<Vec<u32>>) -> oneshot::Receiver<EmbedResult> {
     let (reply, rx) = oneshot::channel();
-    w.add_embed(EmbedSubmission { inputs, reply });
+    let tokens = inputs.iter().map(Vec::len).sum();
+    let ticket = w.queue().try_reserve(tokens).expect("room in the queue");
+    w.add_embed(EmbedSubmission {
+        inputs,
+        reply,
+        ticket,
+    });
     rx
 }
 
@@ -156,12 +159,11 @@ fn embed(w: &mut Worker<Llama>, inputs: Vec<Vec<u32>>) -> oneshot::Receiver<Embe
 fn embeddings_are_pooled_normalised_and_independent_of_the_batch() {
     let cfg = config(8, 4);
     let mut w = worker(tiny(), 64, &cfg);
-    let c = Counters::default();
     let inputs = vec![prompt(13, 1), prompt(5, 2), prompt(13, 1)];
     // Generation runs alongside and is not disturbed.
     let mut rxs = vec![submit(&mut w, 0, ValidRequest::greedy(prompt(9, 5), 6))];
     let mut rx = embed(&mut w, inputs.clone());
-    let ev = drain(&mut w, &c, &mut rxs);
+    let ev = drain(&mut w, &mut rxs);
     assert_eq!(tokens_of(&ev[0], 0).len(), 6);
     let all = rx.try_recv().unwrap().unwrap();
     assert_eq!(all.len(), 3);
@@ -174,7 +176,7 @@ fn embeddings_are_pooled_normalised_and_independent_of_the_batch() {
     assert_ne!(all[0], all[1]);
     for (input, batched) in inputs.iter().zip(&all) {
         let mut rx = embed(&mut w, vec![input.clone()]);
-        drain(&mut w, &c, &mut []);
+        drain(&mut w, &mut []);
         let alone = rx.try_recv().unwrap().unwrap().remove(0);
         let d = alone
             .iter()
@@ -196,7 +198,7 @@ fn embeddings_are_pooled_normalised_and_independent_of_the_batch() {
             .fold(0.0, f32::max);
         assert!(d < 1e-4, "chunked vs one forward: {d}");
     }
-    assert_eq!(c.embed_tokens.load(Ordering::Relaxed), 2 * 31);
+    assert_eq!(w.counters().embed_tokens.load(Ordering::Relaxed), 2 * 31);
     assert_all_free(&w);
 }
 
@@ -204,39 +206,32 @@ fn embeddings_are_pooled_normalised_and_independent_of_the_batch() {
 fn a_dropped_embedding_job_is_cancelled_and_frees_its_blocks() {
     let cfg = config(4, 4);
     let mut w = worker(tiny(), 64, &cfg);
-    let c = Counters::default();
     let rx = embed(&mut w, vec![prompt(40, 0)]);
-    w.step(&c);
+    w.step();
     assert!(w.block_manager().stats().used > 0);
     drop(rx);
-    w.step(&c);
+    w.step();
     assert!(w.is_idle());
-    assert_eq!(c.cancellations.load(Ordering::Relaxed), 1);
+    assert_eq!(w.counters().cancellations.load(Ordering::Relaxed), 1);
     assert_all_free(&w);
 }
 
 #[test]
-fn the_engine_embeds_and_checks_inputs() {
-    let engine = Engine::start(tiny(), None, config(64, 8)).unwrap();
-    assert_eq!(engine.hidden_size(), tiny_config().hidden_size);
-    assert_eq!(engine.max_context(), 512);
+fn the_engine_embeds_and_fails_inputs_the_model_cannot_run() {
+    let engine = Engine::start(tiny(), config(64, 8)).unwrap();
+    assert_eq!(engine.limits().hidden_size, tiny_config().hidden_size);
+    assert_eq!(engine.limits().max_context, 512);
     let v = engine
         .embed(vec![prompt(7, 0), prompt(3, 1)])
         .unwrap()
         .blocking_wait()
         .unwrap();
     assert_eq!(v.len(), 2);
-    let err = |inputs: Vec<Vec<u32>>| engine.embed(inputs).err().expect("refused");
-    assert_eq!(err(vec![]), SubmitError::EmptyPrompt);
-    assert_eq!(err(vec![vec![1], vec![]]), SubmitError::EmptyPrompt);
-    assert!(matches!(
-        err(vec![vec![1; 513]]),
-        SubmitError::InputTooLong { limit: 512, .. }
-    ));
-    assert!(matches!(
-        err(vec![vec![100_000]]),
-        SubmitError::InvalidToken { .. }
-    ));
+    // Validation refuses these first; the engine fails them rather than run them.
+    for bad in [vec![], vec![vec![1], vec![]], vec![vec![100_000]]] {
+        let got = engine.embed(bad.clone()).expect("queued").blocking_wait();
+        assert!(got.is_err(), "{bad:?}");
+    }
     let t = Instant::now();
     while engine.stats().embed_jobs != 0 || engine.stats().queue_depth != 0 {
         assert!(

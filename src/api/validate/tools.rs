@@ -1,7 +1,7 @@
 //! `tools` and `tool_choice`: validation, the prompt (the template's own tool rendering, or a
 //! Hermes-style system block for templates that know nothing of tools), and the grammar that
 //! forces a valid call under `required` or a named tool. Pure functions, run in validation on
-//! `spawn_blocking`; the parsing of calls out of generated text is `tool_parse.rs`.
+//! `spawn_blocking`; the parsing of calls out of generated text is `api/tool_parse.rs`.
 //!
 //! The call format for templates without tool support is Hermes' (what Qwen 2.5, Hermes and
 //! vLLM's `hermes` parser use): the model writes
@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value as Json};
 
-use super::error::ApiError;
+use super::ValidationError;
 use crate::constraint::{with_compact_whitespace, Grammar};
 
 /// The tag that opens a call in the generated text.
@@ -47,13 +47,13 @@ pub struct Tools {
     pub choice: ToolChoice,
 }
 
-fn bad(message: impl Into<String>, param: &str) -> ApiError {
-    ApiError::invalid(message, Some(param))
+fn bad(message: impl Into<String>, param: &str) -> ValidationError {
+    ValidationError::invalid(message, param)
 }
 
 /// Validates `tools` and `tool_choice`. `None` when there are no tools (a `tool_choice` of
 /// `none` or `auto` alone is allowed, as OpenAI allows it).
-pub fn parse(tools: Option<&Json>, tool_choice: Option<&Json>) -> Result<Option<Tools>, ApiError> {
+pub fn parse(tools: Option<&Json>, tool_choice: Option<&Json>) -> Result<Option<Tools>, ValidationError> {
     let specs = match tools {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::Array(items)) => items
@@ -76,7 +76,7 @@ pub fn parse(tools: Option<&Json>, tool_choice: Option<&Json>) -> Result<Option<
     Ok(Some(Tools { specs, choice }))
 }
 
-fn tool_spec(i: usize, t: &Json) -> Result<ToolSpec, ApiError> {
+fn tool_spec(i: usize, t: &Json) -> Result<ToolSpec, ValidationError> {
     let param = format!("tools[{i}]");
     let kind = t.get("type").and_then(Json::as_str);
     if kind != Some("function") {
@@ -121,7 +121,7 @@ fn tool_spec(i: usize, t: &Json) -> Result<ToolSpec, ApiError> {
     })
 }
 
-fn parse_choice(v: Option<&Json>, specs: &[ToolSpec]) -> Result<ToolChoice, ApiError> {
+fn parse_choice(v: Option<&Json>, specs: &[ToolSpec]) -> Result<ToolChoice, ValidationError> {
     let p = "tool_choice";
     match v {
         None | Some(Json::Null) => Ok(if specs.is_empty() {
@@ -359,11 +359,8 @@ mod tests {
                            "required": ["city"]}}})
     }
 
-    fn param_of(e: ApiError) -> String {
-        match e {
-            ApiError::InvalidRequest { param, .. } => param.unwrap_or_default(),
-            other => panic!("expected a 400, got {other:?}"),
-        }
+    fn param_of(e: ValidationError) -> String {
+        e.param().to_string()
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! [`AppState`], shared by every handler: the served model name, readiness, draining, and
+//! once loaded the [`Served`] model (its engine and its request [`Validator`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::error::ApiError;
+use super::openai::ResponseHeader;
+use super::validate::Validator;
+use crate::engine::EngineHandle;
+use crate::tokenizer::{ChatTemplate, Tokenizer};
+
+/// The loaded model, once it is ready.
+pub struct Served {
+    pub engine: EngineHandle,
+    /// Validates requests against the engine's limits, with the model's tokenizer and chat
+    /// template; moved (as an `Arc`) onto the blocking thread that validates a request.
+    pub validator: Arc<Validator>,
+}
+
+impl Served {
+    /// Builds the validator, whose grammar compiler indexes the whole vocabulary: call it off
+    /// the async threads.
+    pub fn new(
+        engine: EngineHandle,
+        tokenizer: Arc<Tokenizer>,
+        template: Option<Arc<ChatTemplate>>,
+    ) -> Self {
+        let validator = Arc::new(Validator::new(tokenizer, template, *engine.limits()));
+        Self { engine, validator }
+    }
+}
+
+struct Inner {
+    /// The name requests must use in `model`.
+    model_name: String,
+    served: OnceLock<Served>,
+    draining: AtomicBool,
+    pub(super) max_body_bytes: usize,
+    created: u64,
+}
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl AppState {
+    /// A server for `model_name`, not ready until [`AppState::set_ready`].
+    pub fn new(model_name: impl Into<String>, max_body_bytes: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                model_name: model_name.into(),
+                served: OnceLock::new(),
+                draining: AtomicBool::new(false),
+                max_body_bytes,
+                created: unix_now(),
+            }),
+        }
+    }
+
+    /// The model has loaded: start serving. A second call is ignored.
+    pub fn set_ready(&self, served: Served) {
+        let _ = self.inner.served.set(served);
+    }
+
+    /// Stop admitting requests: everything but in-flight streams gets 503.
+    pub fn begin_drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.inner.model_name
+    }
+
+    /// When the server started (the model card's `created`).
+    pub fn created(&self) -> u64 {
+        self.inner.created
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+
+    /// The model, or 503 while loading or draining.
+    pub fn served(&self) -> Result<&Served, ApiError> {
+        if self.inner.draining.load(Ordering::SeqCst) {
+            return Err(ApiError::Draining);
+        }
+        self.inner.served.get().ok_or(ApiError::Loading)
+    }
+
+    /// The engine, whatever the state (for shutdown and tests).
+    pub fn engine(&self) -> Option<&EngineHandle> {
+        self.inner.served.get().map(|s| &s.engine)
+    }
+
+    /// 404 unless `model` is absent or the served name.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            Some(m) if m != self.inner.model_name => Err(ApiError::ModelNotFound(m.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The header fields of a response (or chunk) `id` of type `object`, created now.
+    pub fn header(&self, id: String, object: &'static str) -> ResponseHeader {
+        ResponseHeader {
+            id,
+            object,
+            created: unix_now(),
+            model: self.inner.model_name.clone(),
+            system_fingerprint: format!("fp_wick_{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

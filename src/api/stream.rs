@@ -1,0 +1,181 @@
+//! One pulled response stream per request: the engine's [`EventStream`]s, merged, drive an
+//! endpoint's state machine ([`Endpoint`]), whose chunks are either written as server-sent
+//! events ([`sse`]) or folded into the one JSON body ([`collect`]). Both paths run the same
+//! machine over the same events, so a streamed and a non-streamed response cannot drift.
+//!
+//! No task or channel sits between the engine and the socket: the response body polls the
+//! events itself. When the client goes away hyper drops the body, which drops the event
+//! streams, which cancels the requests in the engine (queued, prefilling or decoding). When
+//! the machine has finished every choice (a stop string can end one before the engine does)
+//! the events are dropped at once, which cancels whatever the engine still runs.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, BoxStream};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::openai::{ResponseHeader, UsageBody};
+use super::validate::Reply;
+use crate::engine::{Event, EventStream};
+use crate::tokenizer::Tokenizer;
+
+/// Interval of `: keep-alive` comments on idle streams.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The events of a response's engine requests, each with the index of its request.
+pub type Events = BoxStream<'static, (usize, Event)>;
+
+/// Why a response could not be finished.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// A choice failed in the engine (a forward or sampling error, or the engine stopped).
+    #[error("{0}")]
+    Failed(String),
+    /// The server shut down before the choice finished.
+    #[error("the server shut down before the response was finished")]
+    Shutdown,
+}
+
+impl From<StreamError> for ApiError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Failed(m) => ApiError::Internal(m),
+            StreamError::Shutdown => ApiError::Draining,
+        }
+    }
+}
+
+/// An endpoint's response as a pure state machine over engine events.
+pub trait Endpoint: Send + 'static {
+    /// One streamed chunk.
+    type Chunk: Serialize + Send + 'static;
+    /// The non-streamed body.
+    type Body: Serialize;
+    /// Chunks before any event (role chunks, an echoed prompt).
+    fn start(&mut self) -> Vec<Self::Chunk>;
+    /// The chunks for `event` of engine request `source`.
+    fn on(&mut self, source: usize, event: Event) -> Result<Vec<Self::Chunk>, StreamError>;
+    /// Every choice has ended.
+    fn is_finished(&self) -> bool;
+    /// Chunks after every choice ended (the usage chunk, when asked for).
+    fn end(&mut self) -> Vec<Self::Chunk>;
+    /// The body the chunks add up to.
+    fn fold(&self, chunks: Vec<Self::Chunk>) -> Self::Body;
+}
+
+/// The requests' streams as one, tagged with their index.
+pub fn merge(streams: Vec<EventStream>) -> Events {
+    stream::select_all(
+        streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.map(move |ev| (i, ev))),
+    )
+    .boxed()
+}
+
+/// Runs `machine` over `events` to the end and folds its chunks into the body.
+pub async fn collect<E: Endpoint>(mut machine: E, mut events: Events) -> Result<E::Body, ApiError> {
+    let mut chunks = machine.start();
+    while !machine.is_finished() {
+        let (source, event) = events
+            .next()
+            .await
+            .ok_or_else(|| ApiError::Internal("the engine stopped".into()))?;
+        chunks.extend(machine.on(source, event)?);
+    }
+    drop(events); // whatever the engine still runs for a finished response is cancelled
+    chunks.extend(machine.end());
+    Ok(machine.fold(chunks))
+}
+
+enum Phase {
+    Start(Events),
+    Events(Events),
+    Done,
+}
+
+/// The response as server-sent events: the machine's chunks as `data:` lines, then
+/// `data: [DONE]`. A failure after the first byte is one `data: {"error": ...}` event, and the
+/// stream closes without `[DONE]`.
+pub fn sse<E: Endpoint>(machine: E, events: Events) -> Response {
+    let body = stream::unfold((machine, Phase::Start(events)), |(mut m, phase)| async move {
+        match phase {
+            Phase::Done => None,
+            Phase::Start(events) => Some((data(m.start()), (m, Phase::Events(events)))),
+            Phase::Events(mut events) => {
+                if m.is_finished() {
+                    drop(events);
+                    let mut out = data(m.end());
+                    out.push(SseEvent::default().data("[DONE]"));
+                    return Some((out, (m, Phase::Done)));
+                }
+                let out = match events.next().await {
+                    Some((source, event)) => match m.on(source, event) {
+                        Ok(chunks) => return Some((data(chunks), (m, Phase::Events(events)))),
+                        Err(e) => ApiError::from(e),
+                    },
+                    None => ApiError::Internal("the engine stopped".into()),
+                };
+                Some((vec![error_event(&out)], (m, Phase::Done)))
+            }
+        }
+    });
+    let body = body
+        .flat_map(stream::iter)
+        .map(Ok::<_, Infallible>);
+    Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
+        .into_response()
+}
+
+/// Chunks as `data:` events.
+fn data<T: Serialize>(chunks: Vec<T>) -> Vec<SseEvent> {
+    chunks
+        .iter()
+        .map(|c| match serde_json::to_string(c) {
+            Ok(json) => SseEvent::default().data(json),
+            Err(e) => error_event(&ApiError::Internal(format!("encoding a chunk: {e}"))),
+        })
+        .collect()
+}
+
+fn error_event(e: &ApiError) -> SseEvent {
+    SseEvent::default().data(e.body().to_string())
+}
+
+/// What an endpoint machine starts from: the response's header fields, the tokenizer for
+/// token texts, the reply options and the prompt tokens of all its requests.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub header: ResponseHeader,
+    pub tokenizer: Arc<Tokenizer>,
+    pub reply: Reply,
+    pub prompt_tokens: usize,
+}
+
+/// Usage summed over a response's choices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCount {
+    pub prompt: usize,
+    pub completion: usize,
+    /// The largest prefix-cache hit of any choice.
+    pub cached: usize,
+}
+
+impl UsageCount {
+    pub fn add(&mut self, completion: usize, cached: usize) {
+        self.completion += completion;
+        self.cached = self.cached.max(cached);
+    }
+
+    pub fn body(&self) -> UsageBody {
+        UsageBody::new(self.prompt, self.completion, self.cached)
+    }
+}
