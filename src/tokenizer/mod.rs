@@ -9,6 +9,9 @@
 //! Token bytes are the single source of truth for output text: [`Tokenizer::decode`] and the
 //! incremental decoder both concatenate [`Tokenizer::token_bytes`], so streamed and
 //! non-streamed text can never disagree.
+//!
+//! [`testing`] builds a one-char-per-token tokenizer and a ChatML template in code, for tests
+//! on models built in code.
 
 mod bytes;
 mod detok;
@@ -17,6 +20,7 @@ mod hf;
 mod jinja_fns;
 mod prompt;
 mod template;
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 
@@ -316,98 +320,5 @@ impl std::fmt::Debug for Tokenizer {
             .field("add_bos", &self.add_bos)
             .field("strip_leading_space", &self.strip_leading_space)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod testing {
-    //! Tiny tokenizers built in code, for the unit tests of this module's parts.
-
-    use std::collections::HashMap;
-
-    use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
-
-    use super::Tokenizer;
-
-    /// A GGUF `Content` holding only the given metadata.
-    pub(crate) fn content(metadata: Vec<(&str, Value)>) -> Content {
-        Content {
-            magic: VersionedMagic::GgufV3,
-            metadata: metadata
-                .into_iter()
-                .map(|(key, value)| (key.to_string(), value))
-                .collect(),
-            tensor_infos: HashMap::new(),
-            tensor_data_offset: 0,
-        }
-    }
-
-    pub(crate) fn strings(items: &[&str]) -> Value {
-        Value::Array(items.iter().map(|s| Value::String(s.to_string())).collect())
-    }
-
-    /// Byte-level BPE over the 256 single-byte tokens (ids 3..259) with no merges, so every
-    /// multi-byte char is split across tokens. Ids 0–2: `<|endoftext|>`, `<|im_start|>`,
-    /// `<|im_end|>` (control).
-    pub(crate) fn bytes_only_gpt2() -> Tokenizer {
-        let mut tokens = vec![
-            "<|endoftext|>".to_string(),
-            "<|im_start|>".to_string(),
-            "<|im_end|>".to_string(),
-        ];
-        tokens.extend((0..=255u8).map(|b| super::bytes::byte_to_char(b).to_string()));
-        let mut types = vec![Value::I32(3); 3];
-        types.extend(std::iter::repeat_n(Value::I32(1), 256));
-        let content = content(vec![
-            ("tokenizer.ggml.model", Value::String("gpt2".into())),
-            ("tokenizer.ggml.pre", Value::String("default".into())),
-            (
-                "tokenizer.ggml.tokens",
-                Value::Array(tokens.into_iter().map(Value::String).collect()),
-            ),
-            ("tokenizer.ggml.token_type", Value::Array(types)),
-            ("tokenizer.ggml.merges", Value::Array(vec![])),
-            ("tokenizer.ggml.bos_token_id", Value::U32(1)),
-            ("tokenizer.ggml.eos_token_id", Value::U32(2)),
-        ]);
-        Tokenizer::from_gguf(&content).expect("byte-only gpt2 tokenizer builds")
-    }
-
-    /// SentencePiece vocabulary: `<unk>`, `<s>`, `</s>`, the 256 byte tokens, then a few
-    /// pieces whose score-derived merges spell `▁Hello` and `▁world`.
-    pub(crate) fn small_spm_content() -> Content {
-        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
-        let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
-        for b in 0..=255u8 {
-            tokens.push(format!("<0x{b:02X}>"));
-            types.push(Value::I32(6));
-        }
-        let pieces = [
-            "▁", "H", "e", "l", "o", "w", "r", "d", "He", "ll", "llo", "Hello", "▁Hello", "or",
-            "ld", "wor", "world", "▁world",
-        ];
-        for piece in pieces {
-            tokens.push(piece.to_string());
-            types.push(Value::I32(1));
-        }
-        let scores = (0..tokens.len())
-            .map(|id| Value::F32(-(id as f32)))
-            .collect();
-        content(vec![
-            ("tokenizer.ggml.model", Value::String("llama".into())),
-            (
-                "tokenizer.ggml.tokens",
-                Value::Array(tokens.into_iter().map(Value::String).collect()),
-            ),
-            ("tokenizer.ggml.token_type", Value::Array(types)),
-            ("tokenizer.ggml.scores", Value::Array(scores)),
-            ("tokenizer.ggml.bos_token_id", Value::U32(1)),
-            ("tokenizer.ggml.eos_token_id", Value::U32(2)),
-            ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
-        ])
-    }
-
-    pub(crate) fn small_spm() -> Tokenizer {
-        Tokenizer::from_gguf(&small_spm_content()).expect("small spm tokenizer builds")
     }
 }
