@@ -204,8 +204,10 @@ pub fn chat(req: &ChatCompletionRequest, lim: &Limits) -> Result<Prepared, ApiEr
 pub fn completion(req: &CompletionRequest, lim: &Limits) -> Result<Vec<Prepared>, ApiError> {
     let encode = |s: &str| -> Result<(Vec<u32>, String), ApiError> {
         let tok = lim.tokenizer.ok_or_else(no_tokenizer)?;
+        // Special-token text is parsed, as llama.cpp and vLLM do: a client that formats its
+        // own ChatML prompt means `<|im_start|>` as that token, not as its text.
         let ids = tok
-            .encode_prompt(s, false)
+            .encode_prompt(s, true)
             .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
         Ok((ids, s.to_string()))
     };
