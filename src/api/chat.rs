@@ -68,7 +68,11 @@ impl ChatStream {
         }
     }
 
-    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<UsageBody>) -> ChatCompletionChunk {
+    fn chunk(
+        &self,
+        choices: Vec<ChatChunkChoice>,
+        usage: Option<UsageBody>,
+    ) -> ChatCompletionChunk {
         ChatCompletionChunk {
             header: self.header.clone(),
             choices,
@@ -86,7 +90,12 @@ impl ChatStream {
     }
 
     /// The chunks of one step of choice `index`; `token` is the token that made it.
-    fn chunks(&mut self, index: usize, step: Step, token: Option<&Token>) -> Vec<ChatCompletionChunk> {
+    fn chunks(
+        &mut self,
+        index: usize,
+        step: Step,
+        token: Option<&Token>,
+    ) -> Vec<ChatCompletionChunk> {
         let mut lp = token
             .filter(|_| self.logprobs)
             .map(|t| logprobs::chat(&self.tokenizer, t));
@@ -171,7 +180,11 @@ impl Endpoint for ChatStream {
             .collect()
     }
 
-    fn on(&mut self, _source: usize, event: Event) -> Result<Vec<ChatCompletionChunk>, StreamError> {
+    fn on(
+        &mut self,
+        _source: usize,
+        event: Event,
+    ) -> Result<Vec<ChatCompletionChunk>, StreamError> {
         let (index, step, token) = match event {
             Event::PromptScores { .. } => return Ok(Vec::new()),
             Event::Failed { error, .. } => return Err(StreamError::Failed(error)),
@@ -253,7 +266,8 @@ struct Folded {
 
 impl Folded {
     fn add(&mut self, c: ChatChunkChoice) {
-        self.content.push_str(c.delta.content.as_deref().unwrap_or(""));
+        self.content
+            .push_str(c.delta.content.as_deref().unwrap_or(""));
         for d in c.delta.tool_calls.into_iter().flatten() {
             match (d.id, self.calls.get_mut(d.index)) {
                 (Some(id), _) => self.calls.push(ToolCallBody {

@@ -159,10 +159,17 @@ mod tests {
         for id in ids(&tok, "abc ENx EN") {
             steps.push(c.token(id));
         }
-        assert_eq!(text_of(&steps), "abc ENx ", "a possible stop prefix is held back");
+        assert_eq!(
+            text_of(&steps),
+            "abc ENx ",
+            "a possible stop prefix is held back"
+        );
         let step = c.token(ids(&tok, "D")[0]);
         assert_eq!(step.finish, Some(FinishReason::Stop));
-        assert!(step.pieces.is_empty(), "the stop string is left out: {step:?}");
+        assert!(
+            step.pieces.is_empty(),
+            "the stop string is left out: {step:?}"
+        );
         assert!(c.is_done());
         assert_eq!(c.generated(), 11);
     }
@@ -178,7 +185,10 @@ mod tests {
         let mut steps: Vec<Step> = ids(&tok, "xyEN").into_iter().map(|i| c.token(i)).collect();
         steps.push(c.finish(FinishReason::Length));
         assert_eq!(text_of(&steps), "xyEN");
-        assert_eq!(steps.last().and_then(|s| s.finish), Some(FinishReason::Length));
+        assert_eq!(
+            steps.last().and_then(|s| s.finish),
+            Some(FinishReason::Length)
+        );
     }
 
     #[test]
@@ -204,7 +214,10 @@ mod tests {
         assert_eq!(calls[0].name, "f");
         assert_eq!(calls[0].arguments, r#"{"x":1}"#);
         assert_eq!(text_of(&steps), "", "the tags never leak");
-        assert_eq!(steps.last().and_then(|s| s.finish), Some(FinishReason::ToolCalls));
+        assert_eq!(
+            steps.last().and_then(|s| s.finish),
+            Some(FinishReason::ToolCalls)
+        );
     }
 
     #[test]
@@ -221,6 +234,9 @@ mod tests {
             .collect();
         steps.push(c.finish(FinishReason::Length));
         assert_eq!(text_of(&steps), "<tool_call>{\"na");
-        assert_eq!(steps.last().and_then(|s| s.finish), Some(FinishReason::Length));
+        assert_eq!(
+            steps.last().and_then(|s| s.finish),
+            Some(FinishReason::Length)
+        );
     }
 }

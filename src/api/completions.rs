@@ -138,9 +138,9 @@ impl CompletionStream {
         for piece in step.pieces {
             if let Piece::Text(text) = piece {
                 let offset = self.choices[index].offset;
-                let l = lp
-                    .take()
-                    .map(|t| logprobs::completion(&self.tokenizer, std::slice::from_ref(t), offset));
+                let l = lp.take().map(|t| {
+                    logprobs::completion(&self.tokenizer, std::slice::from_ref(t), offset)
+                });
                 self.choices[index].offset += text.len();
                 out.push(self.text_chunk(index, text, l));
             }

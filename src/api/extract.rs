@@ -6,21 +6,28 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::openai::{
-    ChatCompletionRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest, TokenizeRequest,
+    ChatCompletionRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest,
 };
 use super::AppState;
 
-/// A request body that names the model it is for.
-pub trait ForModel {
+/// A request body: which model it names, and how it is read from JSON.
+pub trait WireRequest: DeserializeOwned {
     fn model(&self) -> Option<&str>;
+
+    /// The request from its JSON value; by default serde's reading, a 400 with serde's message.
+    fn from_json(value: Value) -> Result<Self, ApiError> {
+        serde_json::from_value(value)
+            .map_err(|e| ApiError::invalid(format!("invalid request: {e}"), None))
+    }
 }
 
-macro_rules! for_model {
+macro_rules! wire_request {
     ($($t:ty => |$r:ident| $e:expr),* $(,)?) => {
-        $(impl ForModel for $t {
+        $(impl WireRequest for $t {
             fn model(&self) -> Option<&str> {
                 let $r = self;
                 $e
@@ -29,18 +36,17 @@ macro_rules! for_model {
     };
 }
 
-for_model! {
+wire_request! {
     ChatCompletionRequest => |r| r.common.model.as_deref(),
     CompletionRequest => |r| r.common.model.as_deref(),
     EmbeddingRequest => |r| r.model.as_deref(),
-    TokenizeRequest => |r| r.model.as_deref(),
     DetokenizeRequest => |r| r.model.as_deref(),
 }
 
 /// A JSON body of type `T`, parsed and checked against the served model name.
 pub struct OpenAiJson<T>(pub T);
 
-impl<T: DeserializeOwned + ForModel> FromRequest<AppState> for OpenAiJson<T> {
+impl<T: WireRequest> FromRequest<AppState> for OpenAiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
@@ -51,7 +57,7 @@ impl<T: DeserializeOwned + ForModel> FromRequest<AppState> for OpenAiJson<T> {
                 ApiError::invalid(format!("reading the body: {e}"), None)
             }
         })?;
-        let value: T = parse(&bytes)?;
+        let value = T::from_json(parse(&bytes)?)?;
         state.check_model(value.model())?;
         Ok(OpenAiJson(value))
     }

@@ -118,17 +118,25 @@ pub struct CompletionRequest {
     pub common: CommonParams,
 }
 
+/// `POST /tokenize` in vLLM's fields and llama.cpp's alike; `api::tokenize` resolves the two
+/// (every field is optional here, so that a wrong type can be pinned on its field).
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenizeRequest {
     pub model: Option<String>,
+    /// The text (vLLM).
     pub prompt: Option<String>,
+    /// The text (llama.cpp); give this or `prompt`.
+    pub content: Option<String>,
+    /// Chat messages, rendered with the chat template as the chat route renders them.
     pub messages: Option<Vec<ChatMessage>>,
-    #[serde(default = "yes")]
-    pub add_special_tokens: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Add BOS where the model wants one (vLLM; default true).
+    pub add_special_tokens: Option<bool>,
+    /// Add BOS where the model wants one (llama.cpp; default false).
+    pub add_special: Option<bool>,
+    /// Special-token text becomes its id (llama.cpp; default true).
+    pub parse_special: Option<bool>,
+    /// `tokens` as `{"id", "piece"}` objects (llama.cpp; default false).
+    pub with_pieces: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -105,31 +105,32 @@ enum Phase {
 /// `data: [DONE]`. A failure after the first byte is one `data: {"error": ...}` event, and the
 /// stream closes without `[DONE]`.
 pub fn sse<E: Endpoint>(machine: E, events: Events) -> Response {
-    let body = stream::unfold((machine, Phase::Start(events)), |(mut m, phase)| async move {
-        match phase {
-            Phase::Done => None,
-            Phase::Start(events) => Some((data(m.start()), (m, Phase::Events(events)))),
-            Phase::Events(mut events) => {
-                if m.is_finished() {
-                    drop(events);
-                    let mut out = data(m.end());
-                    out.push(SseEvent::default().data("[DONE]"));
-                    return Some((out, (m, Phase::Done)));
+    let body = stream::unfold(
+        (machine, Phase::Start(events)),
+        |(mut m, phase)| async move {
+            match phase {
+                Phase::Done => None,
+                Phase::Start(events) => Some((data(m.start()), (m, Phase::Events(events)))),
+                Phase::Events(mut events) => {
+                    if m.is_finished() {
+                        drop(events);
+                        let mut out = data(m.end());
+                        out.push(SseEvent::default().data("[DONE]"));
+                        return Some((out, (m, Phase::Done)));
+                    }
+                    let out = match events.next().await {
+                        Some((source, event)) => match m.on(source, event) {
+                            Ok(chunks) => return Some((data(chunks), (m, Phase::Events(events)))),
+                            Err(e) => ApiError::from(e),
+                        },
+                        None => ApiError::Internal("the engine stopped".into()),
+                    };
+                    Some((vec![error_event(&out)], (m, Phase::Done)))
                 }
-                let out = match events.next().await {
-                    Some((source, event)) => match m.on(source, event) {
-                        Ok(chunks) => return Some((data(chunks), (m, Phase::Events(events)))),
-                        Err(e) => ApiError::from(e),
-                    },
-                    None => ApiError::Internal("the engine stopped".into()),
-                };
-                Some((vec![error_event(&out)], (m, Phase::Done)))
             }
-        }
-    });
-    let body = body
-        .flat_map(stream::iter)
-        .map(Ok::<_, Infallible>);
+        },
+    );
+    let body = body.flat_map(stream::iter).map(Ok::<_, Infallible>);
     Sse::new(body)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
         .into_response()

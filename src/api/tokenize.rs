@@ -1,47 +1,314 @@
-//! `POST /tokenize` (a prompt, or chat messages through the template) and `POST /detokenize`.
+//! `POST /tokenize` (a text, or chat messages through the template) and `POST /detokenize`.
+//! Handlers on the HTTP tasks; the encoding runs on `spawn_blocking`.
+//!
+//! `/tokenize` takes vLLM's fields and llama.cpp's alike:
+//! - the input: `prompt` (vLLM) or `content` (llama.cpp), not both; or `messages`, whose ids
+//!   are exactly the chat route's prompt (BOS as the model wants it, whatever the flags say).
+//! - BOS: `add_special_tokens` (vLLM) or `add_special` (llama.cpp); both given must agree.
+//!   Neither given, the API whose text field was used decides: `prompt` adds BOS (vLLM's
+//!   default), `content` does not (llama.cpp's). Either way only where the model asks for one.
+//! - `parse_special` (default true, as both servers do): special-token text such as
+//!   `<|im_start|>` becomes its id; false tokenizes it as text. `messages` need it on.
+//! - `with_pieces` (default false): `tokens` holds `{"id", "piece"}` objects as llama.cpp's
+//!   server returns them, the piece being the token's bytes as a string when they are valid
+//!   UTF-8, else as a list of byte values.
+//!
+//! The response is `{tokens, count, max_model_len}`. A field of the wrong type, or fields that
+//! contradict each other, are a 400 naming the field.
 
 use axum::extract::State;
 use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::error::ApiError;
-use super::extract::OpenAiJson;
-use super::openai::{DetokenizeRequest, TokenizeRequest};
-use super::validate::ValidationError;
+use super::extract::{OpenAiJson, WireRequest};
+use super::openai::{ChatMessage, DetokenizeRequest, TokenizeRequest};
 use super::AppState;
+use crate::tokenizer::Tokenizer;
+
+/// What to tokenize, resolved from either API's fields.
+#[derive(Debug)]
+enum Input {
+    /// `prompt` or `content` (`field` names which, for errors).
+    Text {
+        text: String,
+        field: &'static str,
+        add_special: bool,
+        parse_special: bool,
+    },
+    Messages(Vec<ChatMessage>),
+}
+
+/// A resolved `/tokenize` request.
+#[derive(Debug)]
+struct Ask {
+    input: Input,
+    with_pieces: bool,
+}
+
+impl WireRequest for TokenizeRequest {
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// serde's message for a wrong type names only a line and column, so the fields are then
+    /// tried one by one to name the one at fault (every field is optional, so each alone
+    /// parses unless it is the bad one).
+    fn from_json(value: Value) -> Result<Self, ApiError> {
+        TokenizeRequest::deserialize(&value).map_err(|e| {
+            let alone = |(key, v): &(&String, &Value)| {
+                let one = serde_json::Map::from_iter([((*key).clone(), (*v).clone())]);
+                TokenizeRequest::deserialize(&Value::Object(one)).is_err()
+            };
+            let field = value.as_object().and_then(|o| o.iter().find(alone));
+            match field {
+                Some((key, _)) => ApiError::invalid(format!("`{key}`: {e}"), Some(key)),
+                None => ApiError::invalid(format!("invalid request: {e}"), None),
+            }
+        })
+    }
+}
+
+fn resolve(req: TokenizeRequest) -> Result<Ask, ApiError> {
+    let text = match (req.prompt, req.content) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give the text as `prompt` (vLLM) or `content` (llama.cpp), not both",
+                Some("content"),
+            ))
+        }
+        (Some(text), None) => Some((text, "prompt", true)),
+        (None, Some(text)) => Some((text, "content", false)),
+        (None, None) => None,
+    };
+    let add_special = match (req.add_special_tokens, req.add_special) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::invalid(
+                format!("`add_special_tokens` is {a} but `add_special` is {b}; give one"),
+                Some("add_special"),
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    let parse_special = req.parse_special.unwrap_or(true);
+    let input = match (req.messages, text) {
+        (Some(_), Some((_, field, _))) => {
+            return Err(ApiError::invalid(
+                format!("give `messages` or `{field}`, not both"),
+                Some("messages"),
+            ))
+        }
+        (Some(_), None) if !parse_special => {
+            return Err(ApiError::invalid(
+                "`parse_special` must be true with `messages`: the chat template writes \
+                 special tokens on purpose",
+                Some("parse_special"),
+            ))
+        }
+        (Some(messages), None) => Input::Messages(messages),
+        (None, Some((text, field, default))) => Input::Text {
+            text,
+            field,
+            add_special: add_special.unwrap_or(default),
+            parse_special,
+        },
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "give `prompt` (or `content`) or `messages`",
+                Some("prompt"),
+            ))
+        }
+    };
+    Ok(Ask {
+        input,
+        with_pieces: req.with_pieces.unwrap_or(false),
+    })
+}
+
+/// `ids`, or with `with_pieces` llama.cpp's `[{"id", "piece"}]`.
+fn tokens_json(tok: &Tokenizer, ids: &[u32], with_pieces: bool) -> Value {
+    if !with_pieces {
+        return Value::from(ids);
+    }
+    let piece = |id: u32| match std::str::from_utf8(tok.token_bytes(id)) {
+        Ok(text) => Value::from(text),
+        Err(_) => Value::from(tok.token_bytes(id)),
+    };
+    ids.iter()
+        .map(|&id| serde_json::json!({"id": id, "piece": piece(id)}))
+        .collect()
+}
 
 pub async fn tokenize(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<TokenizeRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let served = state.served()?;
-    let validator = served.validator.clone();
+) -> Result<Json<Value>, ApiError> {
+    let ask = resolve(req)?;
+    let validator = state.served()?.validator.clone();
     let max = validator.limits().max_context;
-    let ids = super::blocking(move || match (&req.messages, &req.prompt) {
-        (Some(m), _) => validator.chat_prompt(m, None).map(|p| p.ids),
-        (None, Some(p)) => {
-            let tok = validator.tokenizer();
-            match req.add_special_tokens {
-                true => tok.encode_prompt(p, false),
-                false => tok.encode(p, false),
+    let (count, tokens) = super::blocking(move || {
+        let tok = validator.tokenizer();
+        let ids = match &ask.input {
+            Input::Messages(m) => validator.chat_prompt(m, None)?.ids,
+            Input::Text {
+                text,
+                field,
+                add_special,
+                parse_special,
+            } => match add_special {
+                true => tok.encode_prompt(text, *parse_special),
+                false => tok.encode(text, *parse_special),
             }
-            .map_err(|e| ValidationError::invalid(e.to_string(), "prompt"))
-        }
-        (None, None) => Err(ValidationError::invalid(
-            "give `prompt` or `messages`",
-            "prompt",
-        )),
+            .map_err(|e| ApiError::invalid(e.to_string(), Some(field)))?,
+        };
+        Ok::<_, ApiError>((ids.len(), tokens_json(tok, &ids, ask.with_pieces)))
     })
     .await?;
     Ok(Json(serde_json::json!({
-        "tokens": ids, "count": ids.len(), "max_model_len": max,
+        "tokens": tokens, "count": count, "max_model_len": max,
     })))
 }
 
 pub async fn detokenize(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<DetokenizeRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let tok = state.served()?.validator.tokenizer().clone();
     let text = super::blocking(move || Ok::<_, ApiError>(tok.decode(&req.tokens, false))).await?;
     Ok(Json(serde_json::json!({"prompt": text})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::testing::byte_level;
+    use serde_json::json;
+
+    fn parsed(body: Value) -> Result<TokenizeRequest, ApiError> {
+        TokenizeRequest::from_json(body)
+    }
+
+    fn ask(body: Value) -> Result<Ask, ApiError> {
+        parsed(body).and_then(resolve)
+    }
+
+    fn param(e: &ApiError) -> Option<&str> {
+        match e {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// `(text, field, add_special, parse_special)` of a text input.
+    fn text(a: &Ask) -> (&str, &str, bool, bool) {
+        match &a.input {
+            Input::Text {
+                text,
+                field,
+                add_special,
+                parse_special,
+            } => (text, field, *add_special, *parse_special),
+            Input::Messages(_) => panic!("messages, not a text: {a:?}"),
+        }
+    }
+
+    #[test]
+    fn each_api_gets_its_own_defaults() {
+        let a = ask(json!({"prompt": "x"})).expect("ok");
+        assert_eq!(text(&a), ("x", "prompt", true, true));
+        assert!(!a.with_pieces);
+        let a = ask(json!({"content": "x", "with_pieces": true})).expect("ok");
+        assert_eq!(text(&a), ("x", "content", false, true));
+        assert!(a.with_pieces);
+        let a = ask(json!({"content": "x", "add_special": true, "parse_special": false}));
+        assert_eq!(text(&a.expect("ok")), ("x", "content", true, false));
+        let a = ask(json!({"prompt": "x", "add_special_tokens": false, "add_special": false}));
+        assert_eq!(text(&a.expect("ok")), ("x", "prompt", false, true));
+        // The other API's flag applies too; unknown fields are ignored.
+        let a = ask(json!({"prompt": "x", "add_special": false, "return_token_strs": true}));
+        assert_eq!(text(&a.expect("ok")), ("x", "prompt", false, true));
+        let a = ask(json!({"messages": [{"role": "user", "content": "hi"}],
+            "add_special_tokens": false}));
+        assert!(matches!(a.expect("ok").input, Input::Messages(m) if m.len() == 1));
+    }
+
+    #[test]
+    fn contradictions_and_missing_input_are_400s_naming_the_field() {
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        for (body, field) in [
+            (json!({"prompt": "a", "content": "b"}), "content"),
+            (
+                json!({"prompt": "a", "add_special_tokens": true, "add_special": false}),
+                "add_special",
+            ),
+            (json!({"messages": msgs, "prompt": "a"}), "messages"),
+            (json!({"messages": msgs, "content": "a"}), "messages"),
+            (
+                json!({"messages": msgs, "parse_special": false}),
+                "parse_special",
+            ),
+            (json!({"add_special": true}), "prompt"),
+        ] {
+            let e = ask(body.clone()).expect_err("400");
+            assert_eq!(e.parts().0.as_u16(), 400, "{body}");
+            assert_eq!(param(&e), Some(field), "{body} -> {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named() {
+        for (body, field) in [
+            (json!({"prompt": 5}), "prompt"),
+            (json!({"content": ["a"]}), "content"),
+            (
+                json!({"prompt": "a", "add_special_tokens": "yes"}),
+                "add_special_tokens",
+            ),
+            (json!({"content": "a", "add_special": 1}), "add_special"),
+            (
+                json!({"content": "a", "parse_special": "false"}),
+                "parse_special",
+            ),
+            (
+                json!({"content": "a", "with_pieces": null, "model": 3}),
+                "model",
+            ),
+            (
+                json!({"content": "a", "with_pieces": "true"}),
+                "with_pieces",
+            ),
+            (json!({"messages": "hi"}), "messages"),
+            (json!({"messages": [{"content": "no role"}]}), "messages"),
+        ] {
+            let e = parsed(body.clone()).expect_err("400");
+            assert_eq!(e.parts().0.as_u16(), 400, "{body}");
+            assert_eq!(param(&e), Some(field), "{body} -> {e:?}");
+            assert!(e.to_string().starts_with(&format!("`{field}`: ")), "{e}");
+        }
+        let e = parsed(json!(["not", "an", "object"])).expect_err("400");
+        assert_eq!((e.parts().0.as_u16(), param(&e)), (400, None));
+        let e =
+            crate::api::extract::parse::<TokenizeRequest>(b"{\"prompt\": ").expect_err("malformed");
+        assert_eq!((e.parts().0.as_u16(), param(&e)), (400, None));
+    }
+
+    #[test]
+    fn pieces_are_text_or_bytes_as_llama_cpp_writes_them() {
+        let tok = byte_level(96);
+        let ids = tok.encode("<|im_start|>Hi\n", true).expect("encodes");
+        assert_eq!(tokens_json(&tok, &ids, false), json!(ids));
+        assert_eq!(
+            tokens_json(&tok, &ids, true),
+            json!([{"id": 1, "piece": "<|im_start|>"}, {"id": ids[1], "piece": "H"},
+                {"id": ids[2], "piece": "i"}, {"id": 3, "piece": "\n"}])
+        );
+        // A token whose bytes are not UTF-8 (a split char) comes out as its byte values.
+        let split = crate::tokenizer::testing::bytes_only_gpt2();
+        let ids = split.encode("é", false).expect("encodes");
+        assert_eq!(
+            tokens_json(&split, &ids, true),
+            json!([{"id": ids[0], "piece": [0xC3]}, {"id": ids[1], "piece": [0xA9]}])
+        );
+    }
 }

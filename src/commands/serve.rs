@@ -101,8 +101,8 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let engine = Engine::start(loaded.model, config)?;
     let template = loaded.chat_template.map(Arc::new);
     let served = tokio::task::spawn_blocking(move || Served::new(engine, tokenizer, template))
-    .await
-    .map_err(ServeError::CompilerTask)?;
+        .await
+        .map_err(ServeError::CompilerTask)?;
     state.set_ready(served);
     tracing::info!(model = %loaded.name, "ready");
     server

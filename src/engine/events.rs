@@ -106,7 +106,9 @@ impl EventStream {
     #[cfg(test)]
     pub(crate) fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
         let ev = self.rx.try_recv()?;
-        Ok(self.count(Some(ev)).expect("invariant: an event was received"))
+        Ok(self
+            .count(Some(ev))
+            .expect("invariant: an event was received"))
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
@@ -173,14 +175,20 @@ mod tests {
         .expect("send");
         assert!(matches!(rx.blocking_recv(), Some(Event::Finished { .. })));
         assert!(matches!(rx.blocking_recv(), Some(Event::Failed { .. })));
-        assert_eq!(rx.blocking_recv(), None, "nothing after the last choice ended");
+        assert_eq!(
+            rx.blocking_recv(),
+            None,
+            "nothing after the last choice ended"
+        );
     }
 
     #[test]
     fn a_worker_gone_before_the_end_is_one_failure() {
         let (tx, mut rx) = EventStream::new(1);
         drop(tx);
-        assert!(matches!(rx.blocking_recv(), Some(Event::Failed { error, .. }) if error.contains("stopped")));
+        assert!(
+            matches!(rx.blocking_recv(), Some(Event::Failed { error, .. }) if error.contains("stopped"))
+        );
         assert_eq!(rx.blocking_recv(), None);
     }
 }

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use candle_core::DType;
 
 use crate::model::{CausalLm, KvCache, KvCacheConfig, ModelError};
+pub use embed::PendingEmbedding;
 pub use events::{Event, EventStream, Finish, FinishReason, Timings, Token, TokenLogprob, Usage};
 pub use queue::{Admission, QueueFull, Ticket};
 pub use request::{ModelLimits, ValidRequest, MAX_N};
-pub use embed::PendingEmbedding;
 use stats::Counters;
 pub use stats::EngineStats;
 

@@ -94,7 +94,11 @@ mod tests {
         assert_eq!((q.depth(), q.tokens()), (1, 4));
         let e = q.try_reserve(7).expect_err("4 + 7 tokens > 10");
         assert!(e.0.contains("10 prompt tokens"), "{e}");
-        assert_eq!((q.depth(), q.tokens()), (1, 4), "a refused reservation leaves nothing");
+        assert_eq!(
+            (q.depth(), q.tokens()),
+            (1, 4),
+            "a refused reservation leaves nothing"
+        );
         drop(b);
         assert_eq!((q.depth(), q.tokens()), (0, 0));
     }

@@ -9,9 +9,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::worker::{Submission, Worker};
 use super::*;
-use crate::sampling;
 use crate::model::testing::{random_llama, tiny_config};
 use crate::model::{Batch, KvShape, Llama, ModelError};
+use crate::sampling;
 
 fn tiny() -> Llama {
     random_llama(&tiny_config(), 42, None, &Device::Cpu)
@@ -54,7 +54,10 @@ type Rx = EventStream;
 
 fn submit<M: CausalLm>(w: &mut Worker<M>, id: u64, req: ValidRequest) -> Rx {
     let (events, rx) = EventStream::new(req.n);
-    let ticket = w.queue().try_reserve(req.prompt.len()).expect("room in the queue");
+    let ticket = w
+        .queue()
+        .try_reserve(req.prompt.len())
+        .expect("room in the queue");
     w.add(Submission {
         id,
         req,
@@ -592,7 +595,11 @@ fn a_request_the_model_cannot_run_fails_every_choice_and_gives_its_place_back() 
     }
     let t = Instant::now();
     while engine.stats().queue_depth != 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", engine.stats());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            engine.stats()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     engine.shutdown(Duration::from_secs(5));

@@ -111,7 +111,10 @@ fn a_shared_200_token_prefix_is_served_from_the_cache() {
     let prefix = &tokens[..200];
     let a: Vec<u32> = prefix.iter().chain(&tokens[1000..1020]).copied().collect();
     let b: Vec<u32> = prefix.iter().chain(&tokens[2000..2013]).copied().collect();
-    let (_, _, ua) = collect(engine.submit(ValidRequest::greedy(a, 2)).expect("submit"), &tok);
+    let (_, _, ua) = collect(
+        engine.submit(ValidRequest::greedy(a, 2)).expect("submit"),
+        &tok,
+    );
     assert_eq!(ua.cached_tokens, 0);
     let before = engine.stats().prefill_tokens;
     let (_, _, ub) = collect(

@@ -8,4 +8,5 @@ mod common;
 mod constrained;
 mod engine;
 mod model_reference;
+mod tokenize_api;
 mod tokenizer_reference;

@@ -110,16 +110,25 @@ fn chunks_run_role_content_finish_usage() {
     assert_eq!(chunks.len(), 5, "{chunks:#?}");
     assert_eq!(chunks[0]["object"], "chat.completion.chunk");
     assert_eq!(chunks[0]["id"], "chatcmpl-1");
-    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
     assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "h");
     assert!(chunks[1]["choices"][0]["finish_reason"].is_null());
-    assert!(chunks[1]["choices"][0]["logprobs"].is_null(), "not asked for");
+    assert!(
+        chunks[1]["choices"][0]["logprobs"].is_null(),
+        "not asked for"
+    );
     assert_eq!(chunks[3]["choices"][0]["delta"], json!({}));
     assert_eq!(chunks[3]["choices"][0]["finish_reason"], "length");
     assert!(chunks[3]["usage"].is_null());
     assert_eq!(chunks[4]["choices"], json!([]));
     assert_eq!(chunks[4]["usage"]["total_tokens"], 5);
-    assert_eq!(chunks[4]["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
+    assert_eq!(
+        chunks[4]["usage"]["prompt_tokens_details"]["cached_tokens"],
+        1
+    );
 }
 
 #[test]
@@ -137,7 +146,10 @@ fn no_usage_chunk_unless_asked_and_logprobs_ride_on_each_token() {
     assert_eq!(lp[0]["token"], "a");
     assert_eq!(lp[0]["logprob"], -0.5);
     assert_eq!(lp[0]["bytes"], json!([97]));
-    assert_eq!(chunks.last().expect("chunks")["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().expect("chunks")["choices"][0]["finish_reason"],
+        "stop"
+    );
 }
 
 #[test]
@@ -152,19 +164,38 @@ fn a_stop_string_split_across_tokens_is_cut_and_ends_the_choice() {
         chunks.extend(m2.on(0, ev).expect("ok"));
     }
     assert!(m2.is_finished(), "finished at the P of STOP");
-    let chunks: Vec<Value> = chunks.iter().map(|c| serde_json::to_value(c).expect("json")).collect();
+    let chunks: Vec<Value> = chunks
+        .iter()
+        .map(|c| serde_json::to_value(c).expect("json"))
+        .collect();
     assert_eq!(content(&chunks, 0), "one ");
-    assert_eq!(chunks.last().expect("chunks")["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().expect("chunks")["choices"][0]["finish_reason"],
+        "stop"
+    );
     // Events after the end are ignored.
-    let all = run(m, events.into_iter().chain([finished(0, engine::FinishReason::Length, 12)]).collect());
+    let all = run(
+        m,
+        events
+            .into_iter()
+            .chain([finished(0, engine::FinishReason::Length, 12)])
+            .collect(),
+    );
     assert_eq!(content(&all, 0), "one ");
     let usage = &all.last().expect("usage")["usage"];
-    assert_eq!(usage["completion_tokens"], 8, "the tokens up to the stop string");
+    assert_eq!(
+        usage["completion_tokens"], 8,
+        "the tokens up to the stop string"
+    );
 }
 
 #[test]
 fn a_tool_call_streams_as_a_named_head_then_its_arguments_and_finishes_tool_calls() {
-    let m = ChatStream::new(meta(streamed(false), 3), 1, &rules(&[], Some(&["get_weather"])));
+    let m = ChatStream::new(
+        meta(streamed(false), 3),
+        1,
+        &rules(&[], Some(&["get_weather"])),
+    );
     let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
     let mut events = tokens(0, call);
     events.push(finished(0, engine::FinishReason::Stop, 40));
@@ -178,14 +209,22 @@ fn a_tool_call_streams_as_a_named_head_then_its_arguments_and_finishes_tool_call
     let head = &deltas[0]["tool_calls"][0];
     assert_eq!(head["index"], 0);
     assert_eq!(head["type"], "function");
-    assert_eq!(head["function"], json!({"name": "get_weather", "arguments": ""}));
-    assert!(head["id"].as_str().is_some_and(|id| id.starts_with("call_")));
+    assert_eq!(
+        head["function"],
+        json!({"name": "get_weather", "arguments": ""})
+    );
+    assert!(head["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("call_")));
     assert_eq!(
         deltas[1]["tool_calls"][0],
         json!({"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}})
     );
     assert_eq!(content(&chunks, 0), "", "the tags never reach the client");
-    assert_eq!(chunks.last().expect("chunks")["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        chunks.last().expect("chunks")["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
 }
 
 #[test]
@@ -210,7 +249,10 @@ fn three_choices_with_interleaved_events_keep_their_own_text() {
     }
     let chunks = run(m, events);
     assert_eq!(
-        chunks[..3].iter().map(|c| c["choices"][0]["index"].clone()).collect::<Vec<_>>(),
+        chunks[..3]
+            .iter()
+            .map(|c| c["choices"][0]["index"].clone())
+            .collect::<Vec<_>>(),
         [0, 1, 2],
         "one role chunk per choice first"
     );
@@ -227,7 +269,9 @@ fn events_of(list: Vec<Event>) -> Events {
 }
 
 async fn sse_data(resp: Response) -> Vec<String> {
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
     let text = String::from_utf8(body.to_vec()).expect("utf-8");
     text.lines()
         .filter_map(|l| l.strip_prefix("data: "))
@@ -256,7 +300,9 @@ async fn an_error_after_the_first_chunk_is_one_error_event_then_the_end() {
         index: 0,
         error: "boom".into(),
     });
-    let e = stream::collect(m, events_of(events)).await.expect_err("fails");
+    let e = stream::collect(m, events_of(events))
+        .await
+        .expect_err("fails");
     assert_eq!(e.parts().0.as_u16(), 500);
 }
 
@@ -268,7 +314,9 @@ async fn a_shutdown_is_never_a_finish_reason_on_the_wire() {
     let data = sse_data(stream::sse(m, events_of(events))).await;
     let last: Value = serde_json::from_str(data.last().expect("data")).expect("json");
     assert_eq!(last["error"]["code"], "shutting_down", "{data:?}");
-    assert!(data.iter().all(|d| !d.contains("cancelled") && !d.contains("shutdown\"")));
+    assert!(data
+        .iter()
+        .all(|d| !d.contains("cancelled") && !d.contains("shutdown\"")));
 }
 
 #[tokio::test]
@@ -278,7 +326,10 @@ async fn the_body_is_the_fold_of_the_stream() {
         ..streamed(true)
     };
     let text_rules = rules(&["END"], Some(&["f"]));
-    let mut events = tokens(0, "I will call. <tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>");
+    let mut events = tokens(
+        0,
+        "I will call. <tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>",
+    );
     events.extend(tokens(1, "plain text END ignored"));
     events.push(finished(0, engine::FinishReason::Stop, 60));
     events.push(finished(1, engine::FinishReason::Length, 30));
@@ -296,16 +347,23 @@ async fn the_body_is_the_fold_of_the_stream() {
         stream: false,
         ..reply
     };
-    let body = stream::collect(ChatStream::new(meta(body_reply, 3), 2, &text_rules), events_of(events))
-        .await
-        .expect("body");
+    let body = stream::collect(
+        ChatStream::new(meta(body_reply, 3), 2, &text_rules),
+        events_of(events),
+    )
+    .await
+    .expect("body");
     let body = serde_json::to_value(body).expect("json");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["id"], "chatcmpl-1");
     for i in 0..2 {
         let choice = &body["choices"][i];
         let streamed_text = content(&chunks, i);
-        assert_eq!(choice["message"]["content"], streamed_text.as_str(), "choice {i}");
+        assert_eq!(
+            choice["message"]["content"],
+            streamed_text.as_str(),
+            "choice {i}"
+        );
         let finish = chunks
             .iter()
             .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
@@ -316,13 +374,24 @@ async fn the_body_is_the_fold_of_the_stream() {
             .iter()
             .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
             .filter(|c| c["index"] == i)
-            .flat_map(|c| c["logprobs"]["content"].as_array().cloned().unwrap_or_default())
+            .flat_map(|c| {
+                c["logprobs"]["content"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(choice["logprobs"]["content"], json!(streamed_lp));
     }
     assert_eq!(body["choices"][0]["message"]["content"], "I will call.");
-    assert_eq!(body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "f");
-    assert_eq!(body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{}");
+    assert_eq!(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "f"
+    );
+    assert_eq!(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        "{}"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(body["choices"][1]["message"]["content"], "plain text ");
     assert_eq!(body["choices"][1]["finish_reason"], "stop");

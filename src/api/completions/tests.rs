@@ -120,7 +120,13 @@ fn two_prompts_with_two_choices_each_number_their_choices_prompt_major() {
     );
     assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
     let usage = &chunks.last().expect("usage")["usage"];
-    assert_eq!((usage["prompt_tokens"].clone(), usage["completion_tokens"].clone()), (json!(4), json!(4)));
+    assert_eq!(
+        (
+            usage["prompt_tokens"].clone(),
+            usage["completion_tokens"].clone()
+        ),
+        (json!(4), json!(4))
+    );
 }
 
 #[test]
@@ -152,7 +158,11 @@ fn echo_comes_first_and_with_logprobs_waits_for_the_prompt_scores() {
     assert_eq!(echo["logprobs"]["text_offset"], json!([0, 1]));
     let next = &chunks[1]["choices"][0];
     assert_eq!(next["text"], "!");
-    assert_eq!(next["logprobs"]["text_offset"], json!([2]), "offsets run on past the echo");
+    assert_eq!(
+        next["logprobs"]["text_offset"],
+        json!([2]),
+        "offsets run on past the echo"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +185,10 @@ async fn a_score_only_request_sends_the_scored_echo_and_a_length_finish() {
     assert_eq!(body["object"], "text_completion");
     assert_eq!(body["choices"][0]["text"], "ab");
     assert_eq!(body["choices"][0]["finish_reason"], "length");
-    assert_eq!(body["choices"][0]["logprobs"]["token_logprobs"], json!([null, -1.0]));
+    assert_eq!(
+        body["choices"][0]["logprobs"]["token_logprobs"],
+        json!([null, -1.0])
+    );
     assert_eq!(body["usage"]["completion_tokens"], 0);
 }
 
@@ -195,7 +208,11 @@ fn a_stop_string_split_across_tokens_ends_that_choice_only() {
     events.push((0, finished(0, engine::FinishReason::Length, 4)));
     let chunks = run(m, events);
     assert_eq!(text(&chunks, 0), "x");
-    assert_eq!(text(&chunks, 1), "y\nw", "a held newline comes back when no stop follows");
+    assert_eq!(
+        text(&chunks, 1),
+        "y\nw",
+        "a held newline comes back when no stop follows"
+    );
     let reasons: Vec<Value> = chunks
         .iter()
         .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
@@ -219,9 +236,14 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
     let events_of = |list: Vec<(usize, Event)>| futures_util::stream::iter(list).boxed();
     let m = |reply| CompletionStream::new(meta(reply, 2), 1, &no_rules(), vec![Some("Q:".into())]);
     let resp = stream::sse(m(reply), events_of(events.clone()));
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
     let text_body = String::from_utf8(body.to_vec()).expect("utf-8");
-    let data: Vec<&str> = text_body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    let data: Vec<&str> = text_body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
     assert_eq!(data.last(), Some(&"[DONE]"));
     let chunks: Vec<Value> = data[..data.len() - 1]
         .iter()
@@ -231,7 +253,9 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
         stream: false,
         ..reply
     };
-    let body = stream::collect(m(body_reply), events_of(events)).await.expect("body");
+    let body = stream::collect(m(body_reply), events_of(events))
+        .await
+        .expect("body");
     let body = serde_json::to_value(body).expect("json");
     let choice = &body["choices"][0];
     assert_eq!(choice["text"], text(&chunks, 0).as_str());

@@ -84,10 +84,16 @@ impl Validator {
     ) -> Result<Prompt, ValidationError> {
         let param = "messages";
         if messages.is_empty() {
-            return Err(ValidationError::invalid("messages must not be empty", param));
+            return Err(ValidationError::invalid(
+                "messages must not be empty",
+                param,
+            ));
         }
         let template = self.template.as_deref().ok_or_else(|| {
-            ValidationError::invalid("this model has no chat template: use /v1/completions", param)
+            ValidationError::invalid(
+                "this model has no chat template: use /v1/completions",
+                param,
+            )
         })?;
         let mut msgs: Vec<_> = messages.iter().map(flatten_message).collect();
         let template_tools = if template.uses_tools() {
@@ -160,7 +166,12 @@ impl Validator {
         Ok(ValidChat {
             request,
             text: TextRules {
-                stops: req.common.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+                stops: req
+                    .common
+                    .stop
+                    .clone()
+                    .map(|s| s.into_vec())
+                    .unwrap_or_default(),
                 tool_names: tools.map(|t| t.specs.into_iter().map(|s| s.name).collect()),
             },
             reply: Reply::of(&req.common, logprobs.is_some()),

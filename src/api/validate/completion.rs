@@ -74,7 +74,12 @@ impl Validator {
             .collect::<Result<_, ValidationError>>()?;
         Ok(ValidCompletion {
             prompts,
-            stops: req.common.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+            stops: req
+                .common
+                .stop
+                .clone()
+                .map(|s| s.into_vec())
+                .unwrap_or_default(),
             reply: Reply::of(&req.common, logprobs.is_some()),
         })
     }
@@ -83,7 +88,11 @@ impl Validator {
     fn with_text(&self, ids: &[u32]) -> (Vec<u32>, String) {
         let vocab = self.limits.vocab;
         // Out-of-range ids are refused in `request`; decode only what the tokenizer knows.
-        let known: Vec<u32> = ids.iter().copied().filter(|&t| (t as usize) < vocab).collect();
+        let known: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&t| (t as usize) < vocab)
+            .collect();
         (ids.to_vec(), self.tokenizer.decode(&known, false))
     }
 }

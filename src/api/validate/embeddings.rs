@@ -33,7 +33,8 @@ impl Validator {
             ));
         }
         let param = "input";
-        let empty = || ValidationError::invalid("input must not be empty, nor hold an empty item", param);
+        let empty =
+            || ValidationError::invalid("input must not be empty, nor hold an empty item", param);
         let inputs: Vec<Vec<u32>> = match &req.input {
             // Empty strings are refused even when the tokenizer would add a BOS to them.
             PromptField::Text(s) if s.is_empty() => return Err(empty()),

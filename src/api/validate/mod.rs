@@ -253,7 +253,9 @@ impl Validator {
                 max_tokens: Some(m),
                 ..
             } => usize::try_from(m).unwrap_or(usize::MAX),
-            Output::Generate { max_tokens: None, .. } if left == 0 => {
+            Output::Generate {
+                max_tokens: None, ..
+            } if left == 0 => {
                 let message = format!(
                     "prompt has {prompt} tokens, which fills the context of {} tokens",
                     lim.max_sequence_tokens()
@@ -263,7 +265,9 @@ impl Validator {
                     param: input,
                 });
             }
-            Output::Generate { max_tokens: None, .. } => left,
+            Output::Generate {
+                max_tokens: None, ..
+            } => left,
         };
         let need = prompt.saturating_add(max_tokens);
         let message = if need > lim.max_context {

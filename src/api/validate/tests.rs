@@ -43,9 +43,11 @@ fn max_tokens_defaults_to_what_the_context_and_cache_leave() {
 
 #[test]
 fn fields_map_to_the_engine_request() {
-    let p = completion(json!({"prompt": [1], "temperature": 0, "logit_bias": {"5": -100},
+    let p = completion(
+        json!({"prompt": [1], "temperature": 0, "logit_bias": {"5": -100},
         "stop": "x", "n": 2, "top_k": -1, "seed": 7, "logprobs": 3, "priority": 4,
-        "unknown": true}))
+        "unknown": true}),
+    )
     .expect("ok");
     let r = &p.prompts[0].request;
     assert_eq!(r.sampling.logit_bias, vec![(5, -100.0)]);
@@ -63,14 +65,26 @@ fn fields_map_to_the_engine_request() {
 #[test]
 fn each_limit_is_refused_naming_its_field() {
     let cases = [
-        (json!({"prompt": [1], "logit_bias": {"a": 1}}), "logit_bias", false),
+        (
+            json!({"prompt": [1], "logit_bias": {"a": 1}}),
+            "logit_bias",
+            false,
+        ),
         (json!({"prompt": [1], "n": 0}), "n", false),
         (json!({"prompt": [1], "n": 17}), "n", false),
         (json!({"prompt": [1], "max_tokens": 0}), "max_tokens", false),
         (json!({"prompt": [1], "top_p": 1.5}), "top_p", false),
-        (json!({"prompt": [1], "temperature": 9}), "temperature", false),
+        (
+            json!({"prompt": [1], "temperature": 9}),
+            "temperature",
+            false,
+        ),
         (json!({"prompt": [1], "logprobs": 21}), "logprobs", false),
-        (json!({"prompt": [1], "echo": true, "logprobs": 21}), "logprobs", false),
+        (
+            json!({"prompt": [1], "echo": true, "logprobs": 21}),
+            "logprobs",
+            false,
+        ),
         (json!({"prompt": []}), "prompt", false),
         (json!({"prompt": [[]]}), "prompt", false),
         (json!({"prompt": [1, 999]}), "prompt", false),
@@ -79,10 +93,17 @@ fn each_limit_is_refused_naming_its_field() {
         (json!({"prompt": vec![1; 80]}), "prompt", true),
     ];
     for (req, param, context) in cases {
-        assert_eq!(param_of(completion(req.clone())), (param.to_string(), context), "{req}");
+        assert_eq!(
+            param_of(completion(req.clone())),
+            (param.to_string(), context),
+            "{req}"
+        );
     }
     let e = completion(json!({"prompt": [1], "max_tokens": 100})).expect_err("too long");
-    assert_eq!(e.to_string(), "prompt has 1 tokens + max_tokens 100 > context 100");
+    assert_eq!(
+        e.to_string(),
+        "prompt has 1 tokens + max_tokens 100 > context 100"
+    );
     let e = completion(json!({"prompt": [1], "max_tokens": 85})).expect_err("too long");
     assert!(e.to_string().contains("KV cache capacity 80"), "{e}");
     let e = completion(json!({"prompt": [1, 999]})).expect_err("bad id");
@@ -98,8 +119,14 @@ fn score_only_is_its_own_case_not_a_max_tokens_trick() {
     let r = &p.prompts[0].request;
     assert_eq!((r.max_tokens, r.prompt_logprobs), (0, Some(0)));
     let p = completion(json!({"prompt": [1], "logprobs": 2})).expect("ok");
-    assert_eq!(p.prompts[0].request.prompt_logprobs, None, "no echo: no prompt scores");
-    assert_eq!(param_of(completion(json!({"prompt": [1], "max_tokens": 0}))).0, "max_tokens");
+    assert_eq!(
+        p.prompts[0].request.prompt_logprobs, None,
+        "no echo: no prompt scores"
+    );
+    assert_eq!(
+        param_of(completion(json!({"prompt": [1], "max_tokens": 0}))).0,
+        "max_tokens"
+    );
 }
 
 #[test]
@@ -130,17 +157,31 @@ fn chat_requests_render_the_template_and_name_their_fields() {
     assert!(text.ends_with("<|im_start|>assistant\n"), "{text:?}");
     let cases = [
         (json!({"messages": []}), "messages"),
-        (json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0}), "max_completion_tokens"),
-        (json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 30}), "top_logprobs"),
-        (json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}), "tool_choice"),
-        (json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}), "response_format"),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0}),
+            "max_completion_tokens",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 30}),
+            "top_logprobs",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}),
+            "response_format",
+        ),
     ];
     for (req, param) in cases {
         assert_eq!(param_of(chat(req.clone())).0, param, "{req}");
     }
     let long = "y".repeat(120);
     assert_eq!(
-        param_of(chat(json!({"messages": [{"role": "user", "content": long}]}))),
+        param_of(chat(
+            json!({"messages": [{"role": "user", "content": long}]})
+        )),
         ("messages".to_string(), true)
     );
 }
@@ -149,15 +190,32 @@ fn chat_requests_render_the_template_and_name_their_fields() {
 fn embeddings_inputs_are_checked() {
     let v = validator();
     let embed = |input: serde_json::Value| {
-        let req: EmbeddingRequest = serde_json::from_value(json!({"input": input})).expect("parses");
+        let req: EmbeddingRequest =
+            serde_json::from_value(json!({"input": input})).expect("parses");
         v.embeddings(&req)
     };
-    for bad in [json!(""), json!([]), json!([[]]), json!([[1], []]), json!(["a", ""])] {
-        assert_eq!(param_of(embed(bad.clone())), ("input".to_string(), false), "{bad}");
+    for bad in [
+        json!(""),
+        json!([]),
+        json!([[]]),
+        json!([[1], []]),
+        json!(["a", ""]),
+    ] {
+        assert_eq!(
+            param_of(embed(bad.clone())),
+            ("input".to_string(), false),
+            "{bad}"
+        );
     }
     assert_eq!(param_of(embed(json!([[1, 500]]))).0, "input");
-    assert_eq!(param_of(embed(json!([vec![1; 81]]))), ("input".to_string(), true));
-    assert_eq!(embed(json!([[1, 2], [3]])).expect("ok").inputs, vec![vec![1, 2], vec![3]]);
+    assert_eq!(
+        param_of(embed(json!([vec![1; 81]]))),
+        ("input".to_string(), true)
+    );
+    assert_eq!(
+        embed(json!([[1, 2], [3]])).expect("ok").inputs,
+        vec![vec![1, 2], vec![3]]
+    );
     assert_eq!(embed(json!("ab")).expect("ok").inputs[0].len(), 2);
     let req: EmbeddingRequest =
         serde_json::from_value(json!({"input": [1], "dimensions": 9})).expect("parses");
@@ -179,14 +237,21 @@ fn content_parts_flatten_to_a_string() {
 fn response_format_maps_to_a_grammar_or_an_error_naming_it() {
     use crate::constraint::Grammar;
     assert_eq!(response_format(None).expect("ok"), None);
-    assert_eq!(response_format(Some(&json!({"type": "text"}))).expect("ok"), None);
+    assert_eq!(
+        response_format(Some(&json!({"type": "text"}))).expect("ok"),
+        None
+    );
     assert_eq!(
         response_format(Some(&json!({"type": "json_object"}))).expect("ok"),
         Some(Grammar::JsonObject)
     );
     let s = json!({"type": "object"});
-    let v = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": s, "strict": true}});
-    assert_eq!(response_format(Some(&v)).expect("ok"), Some(Grammar::JsonSchema(s)));
+    let v =
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": s, "strict": true}});
+    assert_eq!(
+        response_format(Some(&v)).expect("ok"),
+        Some(Grammar::JsonSchema(s))
+    );
     for bad in [
         json!({"type": "json_schema", "json_schema": {"name": "x"}}),
         json!({"type": "json_schema", "json_schema": {"schema": "str"}}),

@@ -53,7 +53,10 @@ fn bad(message: impl Into<String>, param: &str) -> ValidationError {
 
 /// Validates `tools` and `tool_choice`. `None` when there are no tools (a `tool_choice` of
 /// `none` or `auto` alone is allowed, as OpenAI allows it).
-pub fn parse(tools: Option<&Json>, tool_choice: Option<&Json>) -> Result<Option<Tools>, ValidationError> {
+pub fn parse(
+    tools: Option<&Json>,
+    tool_choice: Option<&Json>,
+) -> Result<Option<Tools>, ValidationError> {
     let specs = match tools {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::Array(items)) => items
