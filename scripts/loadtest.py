@@ -7,7 +7,8 @@ Each request is a streamed chat completion with a ~N-token user message (distinc
 so no prefix cache helps), `max_tokens` M and `ignore_eos` (so every request generates M tokens
 on servers that honour it), `stream_options.include_usage` for the token count. Prints the table
 `wick bench` prints: requests/s, aggregate generated tok/s, TTFT p50/p95 (first content chunk),
-inter-token latency p50/p95 (gaps between content chunks).
+inter-token latency p50/p95 (gaps between content chunks); `--json PATH` also writes those
+figures, per level, as JSON (scripts/compare-server.sh merges them into one summary).
 
     scripts/loadtest.py --url http://127.0.0.1:8080 --concurrency 1,4,8,16
 """
@@ -162,13 +163,24 @@ def run_level(client, model, words, concurrency, requests, max_tokens):
     wall = time.perf_counter() - t0
     ms = lambda x: x * 1e3  # noqa: E731
     done = requests - state["failed"]
+    level = {
+        "concurrency": concurrency,
+        "requests": requests,
+        "failed": state["failed"],
+        "requests_per_s": done / wall,
+        "tok_per_s": state["tokens"] / wall,
+        "ttft_p50_ms": ms(percentile(state["ttft"], 0.5)),
+        "ttft_p95_ms": ms(percentile(state["ttft"], 0.95)),
+        "itl_p50_ms": ms(percentile(state["itl"], 0.5)),
+        "itl_p95_ms": ms(percentile(state["itl"], 0.95)),
+    }
     print(
-        f"| {concurrency} | {done / wall:.2f} | {state['tokens'] / wall:.1f} "
-        f"| {ms(percentile(state['ttft'], 0.5)):.0f} | {ms(percentile(state['ttft'], 0.95)):.0f} "
-        f"| {ms(percentile(state['itl'], 0.5)):.1f} | {ms(percentile(state['itl'], 0.95)):.1f} |",
+        f"| {concurrency} | {level['requests_per_s']:.2f} | {level['tok_per_s']:.1f} "
+        f"| {level['ttft_p50_ms']:.0f} | {level['ttft_p95_ms']:.0f} "
+        f"| {level['itl_p50_ms']:.1f} | {level['itl_p95_ms']:.1f} |",
         flush=True,
     )
-    return state["failed"]
+    return level
 
 
 def main():
@@ -179,6 +191,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--requests", type=int, help="per level (default: 2 x concurrency, >= 4)")
+    ap.add_argument("--json", metavar="PATH", help="also write the table's figures there as JSON")
     a = ap.parse_args()
 
     client = Client(a.url)
@@ -205,10 +218,21 @@ def main():
     )
     print("| concurrency | requests/s | generated tok/s | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms |")
     print("|---|---|---|---|---|---|---|")
-    failed = 0
+    report = {
+        "url": a.url,
+        "model": model,
+        "prompt_tokens": a.prompt_tokens,
+        "max_tokens": a.max_tokens,
+        "levels": [],
+    }
     for c in [int(x) for x in a.concurrency.split(",") if x]:
-        failed += run_level(client, model, words, c, a.requests or max(2 * c, 4), a.max_tokens)
-    sys.exit(1 if failed else 0)
+        report["levels"].append(
+            run_level(client, model, words, c, a.requests or max(2 * c, 4), a.max_tokens)
+        )
+        if a.json:  # after every level, so a run cut short keeps what it measured
+            with open(a.json, "w") as f:
+                json.dump(report, f, indent=1)
+    sys.exit(1 if any(level["failed"] for level in report["levels"]) else 0)
 
 
 if __name__ == "__main__":
