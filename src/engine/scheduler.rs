@@ -82,51 +82,75 @@ fn blocks_for(tokens: usize, block_size: usize) -> usize {
     tokens.div_ceil(block_size)
 }
 
+/// What the step has left to give.
+struct Left {
+    free: usize,
+    tokens: usize,
+}
+
 /// Plans one step. `running` is in admission order (oldest first); `waiting` in queue order.
 pub fn next_step(running: &[RunningView], waiting: &[WaitingView], budget: &Budget) -> Plan {
-    let bs = budget.block_size.max(1);
     let mut plan = Plan::default();
-    let mut free = budget.free_blocks;
-    let mut tokens_left = budget.max_batch_tokens;
+    let mut left = Left {
+        free: budget.free_blocks,
+        tokens: budget.max_batch_tokens,
+    };
+    let still_running = plan_running(running, budget, &mut left, &mut plan);
+    // With a preemption blocks are short: admitting now would only preempt again.
+    if plan.preempt.is_empty() {
+        plan_admissions(waiting, still_running, budget, &mut left, &mut plan);
+    }
+    plan
+}
+
+/// Decodes, then prefill chunks, of the running sequences, preempting the youngest when blocks
+/// run out. Returns how many sequences still run.
+fn plan_running(
+    running: &[RunningView],
+    budget: &Budget,
+    left: &mut Left,
+    plan: &mut Plan,
+) -> usize {
+    let bs = budget.block_size.max(1);
     // Running sequences still in the step, oldest first; preemption pops from the back.
     let mut alive: Vec<RunningView> = running.to_vec();
     // Pass 0 plans decodes (one pending token), pass 1 prefills.
     for pass in 0..2 {
         let mut i = 0;
-        while i < alive.len() && tokens_left > 0 {
+        while i < alive.len() && left.tokens > 0 {
             let s = alive[i];
             let pending = s.total.saturating_sub(s.computed);
             if pending == 0 || (pending == 1) != (pass == 0) {
                 i += 1;
                 continue;
             }
-            let want = pending.min(tokens_left);
+            let want = pending.min(left.tokens);
             let need = |tokens: usize| blocks_for(s.computed + tokens, bs).saturating_sub(s.blocks);
-            while need(want) > free && alive.len() > i + 1 {
+            while need(want) > left.free && alive.len() > i + 1 {
                 let victim = alive
                     .pop()
                     .expect("invariant: alive has more than i + 1 entries");
-                free += victim.exclusive_blocks;
+                left.free += victim.exclusive_blocks;
                 // A younger decode planned in pass 0 gives its share back.
                 if let Some(at) = plan.chunks.iter().position(|c| c.id == victim.id) {
                     let c = plan.chunks.remove(at);
-                    free += c.new_blocks;
-                    tokens_left += c.tokens;
+                    left.free += c.new_blocks;
+                    left.tokens += c.tokens;
                 }
                 plan.preempt.push(victim.id);
             }
             // What fits: the whole chunk, or (prefill only) the part that does.
-            let fits = if need(want) <= free {
+            let fits = if need(want) <= left.free {
                 want
             } else {
-                ((s.blocks + free) * bs)
+                ((s.blocks + left.free) * bs)
                     .saturating_sub(s.computed)
                     .min(want)
             };
             if fits > 0 {
                 let new_blocks = need(fits);
-                free -= new_blocks;
-                tokens_left -= fits;
+                left.free -= new_blocks;
+                left.tokens -= fits;
                 plan.chunks.push(Chunk {
                     id: s.id,
                     tokens: fits,
@@ -136,27 +160,35 @@ pub fn next_step(running: &[RunningView], waiting: &[WaitingView], budget: &Budg
             i += 1;
         }
     }
-    if !plan.preempt.is_empty() {
-        // Blocks are short: admitting now would only preempt again.
-        return plan;
-    }
-    let mut n_running = alive.len();
+    alive.len()
+}
+
+/// Admits waiting sequences in queue order while `max_running`, the tokens and the blocks
+/// (above the watermark) allow.
+fn plan_admissions(
+    waiting: &[WaitingView],
+    mut n_running: usize,
+    budget: &Budget,
+    left: &mut Left,
+    plan: &mut Plan,
+) {
+    let bs = budget.block_size.max(1);
     for w in waiting {
-        if n_running >= budget.max_running || tokens_left == 0 {
+        if n_running >= budget.max_running || left.tokens == 0 {
             break;
         }
         if !w.ready {
             continue;
         }
         let cached = w.cached_tokens.min(w.total.saturating_sub(1));
-        let tokens = (w.total - cached).min(tokens_left);
+        let tokens = (w.total - cached).min(left.tokens);
         // Cached blocks may come out of the evictable pool, so count them as spent too.
         let new_blocks = blocks_for(cached + tokens, bs);
-        if new_blocks + budget.watermark_blocks > free {
+        if new_blocks + budget.watermark_blocks > left.free {
             break;
         }
-        free -= new_blocks;
-        tokens_left -= tokens;
+        left.free -= new_blocks;
+        left.tokens -= tokens;
         n_running += 1;
         plan.admit.push(w.id);
         plan.chunks.push(Chunk {
@@ -165,7 +197,6 @@ pub fn next_step(running: &[RunningView], waiting: &[WaitingView], budget: &Budg
             new_blocks: new_blocks - cached / bs,
         });
     }
-    plan
 }
 
 #[cfg(test)]
