@@ -14,7 +14,7 @@ use super::openai::*;
 use super::stream::{self, Endpoint, Meta, StreamError, UsageCount};
 use super::tool_parse::ParsedCall;
 use super::{logprobs, AppState, RequestId};
-use crate::engine::{self, Event, Token};
+use crate::engine::{Event, Token};
 use crate::tokenizer::Tokenizer;
 
 pub async fn handle(
@@ -192,25 +192,13 @@ impl Endpoint for ChatStream {
                 let Some(c) = self.choices.get_mut(index).filter(|c| !c.is_done()) else {
                     return Ok(Vec::new());
                 };
-                let step = c.token(token.id);
-                if step.finish.is_some() {
-                    // A stop string ended it: the tokens so far are its usage.
-                    self.usage.add(c.generated(), 0);
-                }
-                (index, step, Some(token))
+                (index, self.usage.token(c, token.id), Some(token))
             }
             Event::Finished { index, finish } => {
                 let Some(c) = self.choices.get_mut(index).filter(|c| !c.is_done()) else {
                     return Ok(Vec::new());
                 };
-                let reason = match finish.reason {
-                    engine::FinishReason::Stop => FinishReason::Stop,
-                    engine::FinishReason::Length => FinishReason::Length,
-                    engine::FinishReason::Shutdown => return Err(StreamError::Shutdown),
-                };
-                let u = finish.usage;
-                self.usage.add(u.completion_tokens, u.cached_tokens);
-                (index, c.finish(reason), None)
+                (index, self.usage.finish(c, finish)?, None)
             }
         };
         Ok(self.chunks(index, step, token.as_ref()))

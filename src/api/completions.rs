@@ -15,7 +15,7 @@ use super::openai::*;
 use super::stream::{self, Endpoint, Meta, StreamError, UsageCount};
 use super::validate::TextRules;
 use super::{logprobs, AppState, RequestId};
-use crate::engine::{self, Event, Token};
+use crate::engine::{Event, Token};
 use crate::tokenizer::Tokenizer;
 
 pub async fn handle(
@@ -189,25 +189,14 @@ impl Endpoint for CompletionStream {
                 let Some(c) = self.choices.get_mut(at).filter(|c| !c.text.is_done()) else {
                     return Ok(Vec::new());
                 };
-                let step = c.text.token(token.id);
-                if step.finish.is_some() {
-                    self.usage.add(c.text.generated(), 0);
-                }
-                (at, step, Some(token))
+                (at, self.usage.token(&mut c.text, token.id), Some(token))
             }
             Event::Finished { index, finish } => {
                 let at = source * self.n + index;
                 let Some(c) = self.choices.get_mut(at).filter(|c| !c.text.is_done()) else {
                     return Ok(Vec::new());
                 };
-                let reason = match finish.reason {
-                    engine::FinishReason::Stop => FinishReason::Stop,
-                    engine::FinishReason::Length => FinishReason::Length,
-                    engine::FinishReason::Shutdown => return Err(StreamError::Shutdown),
-                };
-                let u = finish.usage;
-                self.usage.add(u.completion_tokens, u.cached_tokens);
-                (at, c.text.finish(reason), None)
+                (at, self.usage.finish(&mut c.text, finish)?, None)
             }
         };
         Ok(self.chunks(offset, step, token.as_ref()))

@@ -56,6 +56,16 @@ pub struct CommonParams {
     pub priority: Option<i32>,
 }
 
+impl CommonParams {
+    /// The stop strings, as a list.
+    pub fn stops(&self) -> Vec<String> {
+        self.stop
+            .clone()
+            .map(StopField::into_vec)
+            .unwrap_or_default()
+    }
+}
+
 /// One content part; only `text` parts carry text.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContentPart {

@@ -19,10 +19,11 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::choice_text::{ChoiceText, Step};
 use super::error::ApiError;
-use super::openai::{ResponseHeader, UsageBody};
+use super::openai::{FinishReason, ResponseHeader, UsageBody};
 use super::validate::Reply;
-use crate::engine::{Event, EventStream};
+use crate::engine::{self, Event, EventStream, Finish};
 use crate::tokenizer::Tokenizer;
 
 /// Interval of `: keep-alive` comments on idle streams.
@@ -171,12 +172,84 @@ pub struct UsageCount {
 }
 
 impl UsageCount {
-    pub fn add(&mut self, completion: usize, cached: usize) {
+    fn add(&mut self, completion: usize, cached: usize) {
         self.completion += completion;
         self.cached = self.cached.max(cached);
     }
 
+    /// Choice `text` past a generated token; a choice a stop string ends here counts the
+    /// tokens it has so far.
+    pub fn token(&mut self, text: &mut ChoiceText, id: u32) -> Step {
+        let step = text.token(id);
+        if step.finish.is_some() {
+            self.add(text.generated(), 0);
+        }
+        step
+    }
+
+    /// Choice `text` at the engine's end: its usage counted, the reason as the wire names it.
+    /// An engine shut down before the choice finished is an error, never a finish reason.
+    pub fn finish(&mut self, text: &mut ChoiceText, finish: Finish) -> Result<Step, StreamError> {
+        let reason = match finish.reason {
+            engine::FinishReason::Stop => FinishReason::Stop,
+            engine::FinishReason::Length => FinishReason::Length,
+            engine::FinishReason::Shutdown => return Err(StreamError::Shutdown),
+        };
+        let u = finish.usage;
+        self.add(u.completion_tokens, u.cached_tokens);
+        Ok(text.finish(reason))
+    }
+
     pub fn body(&self) -> UsageBody {
         UsageBody::new(self.prompt, self.completion, self.cached)
+    }
+}
+
+/// Fixtures the endpoint machines' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::engine::{Timings, Usage};
+    use crate::tokenizer::testing::byte_level;
+
+    /// One char per token, all of printable ASCII (the machines need no model).
+    pub fn tokenizer() -> Arc<Tokenizer> {
+        Arc::new(byte_level(128))
+    }
+
+    pub fn meta(id: &str, object: &'static str, reply: Reply, prompt_tokens: usize) -> Meta {
+        Meta {
+            header: ResponseHeader {
+                id: id.into(),
+                object,
+                created: 7,
+                model: "m".into(),
+                system_fingerprint: "fp".into(),
+            },
+            tokenizer: tokenizer(),
+            reply,
+            prompt_tokens,
+        }
+    }
+
+    /// Choice `index` ended by the engine with `completion` tokens, `cached` from the cache.
+    pub fn finished(
+        index: usize,
+        reason: engine::FinishReason,
+        completion: usize,
+        cached: usize,
+    ) -> Event {
+        Event::Finished {
+            index,
+            finish: Finish {
+                reason,
+                usage: Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: completion,
+                    cached_tokens: cached,
+                },
+                timings: Timings::default(),
+            },
+        }
     }
 }

@@ -1,34 +1,17 @@
 //! [`ChatStream`] from hand-written engine events: chunk sequences, stop strings split across
 //! tokens, tool calls, interleaved choices, failures, usage, and stream == non-stream.
 
-use std::sync::Arc;
-
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::api::stream::testing::tokenizer as tok;
 use crate::api::stream::Events;
 use crate::api::validate::{Reply, TextRules};
-use crate::engine::{Finish, Timings, Usage};
-use crate::tokenizer::testing::byte_level;
-
-fn tok() -> Arc<Tokenizer> {
-    Arc::new(byte_level(128))
-}
+use crate::engine;
 
 fn meta(reply: Reply, prompt_tokens: usize) -> Meta {
-    Meta {
-        header: ResponseHeader {
-            id: "chatcmpl-1".into(),
-            object: "chat.completion.chunk",
-            created: 7,
-            model: "m".into(),
-            system_fingerprint: "fp".into(),
-        },
-        tokenizer: tok(),
-        reply,
-        prompt_tokens,
-    }
+    stream::testing::meta("chatcmpl-1", "chat.completion.chunk", reply, prompt_tokens)
 }
 
 fn streamed(include_usage: bool) -> Reply {
@@ -57,18 +40,7 @@ fn tokens(index: usize, text: &str) -> Vec<Event> {
 }
 
 fn finished(index: usize, reason: engine::FinishReason, completion: usize) -> Event {
-    Event::Finished {
-        index,
-        finish: Finish {
-            reason,
-            usage: Usage {
-                prompt_tokens: 3,
-                completion_tokens: completion,
-                cached_tokens: 1,
-            },
-            timings: Timings::default(),
-        },
-    }
+    stream::testing::finished(index, reason, completion, 1)
 }
 
 /// Every chunk of `events` on a fresh machine, as JSON.

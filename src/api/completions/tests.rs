@@ -2,33 +2,16 @@
 //! legacy logprobs and their offsets, several prompts with `n` choices each, stop strings,
 //! score-only requests, failures, usage, and stream == non-stream.
 
-use std::sync::Arc;
-
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::api::stream::testing::tokenizer as tok;
 use crate::api::validate::Reply;
-use crate::engine::{Finish, Timings, TokenLogprob, Usage};
-use crate::tokenizer::testing::byte_level;
-
-fn tok() -> Arc<Tokenizer> {
-    Arc::new(byte_level(128))
-}
+use crate::engine::{self, TokenLogprob};
 
 fn meta(reply: Reply, prompt_tokens: usize) -> Meta {
-    Meta {
-        header: ResponseHeader {
-            id: "cmpl-1".into(),
-            object: "text_completion",
-            created: 7,
-            model: "m".into(),
-            system_fingerprint: "fp".into(),
-        },
-        tokenizer: tok(),
-        reply,
-        prompt_tokens,
-    }
+    stream::testing::meta("cmpl-1", "text_completion", reply, prompt_tokens)
 }
 
 fn ids(text: &str) -> Vec<u32> {
@@ -54,18 +37,7 @@ fn tokens(index: usize, text: &str) -> Vec<Event> {
 }
 
 fn finished(index: usize, reason: engine::FinishReason, completion: usize) -> Event {
-    Event::Finished {
-        index,
-        finish: Finish {
-            reason,
-            usage: Usage {
-                prompt_tokens: 2,
-                completion_tokens: completion,
-                cached_tokens: 0,
-            },
-            timings: Timings::default(),
-        },
-    }
+    stream::testing::finished(index, reason, completion, 0)
 }
 
 fn no_rules() -> TextRules {

@@ -166,12 +166,7 @@ impl Validator {
         Ok(ValidChat {
             request,
             text: TextRules {
-                stops: req
-                    .common
-                    .stop
-                    .clone()
-                    .map(|s| s.into_vec())
-                    .unwrap_or_default(),
+                stops: req.common.stops(),
                 tool_names: tools.map(|t| t.specs.into_iter().map(|s| s.name).collect()),
             },
             reply: Reply::of(&req.common, logprobs.is_some()),

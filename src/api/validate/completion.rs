@@ -74,12 +74,7 @@ impl Validator {
             .collect::<Result<_, ValidationError>>()?;
         Ok(ValidCompletion {
             prompts,
-            stops: req
-                .common
-                .stop
-                .clone()
-                .map(|s| s.into_vec())
-                .unwrap_or_default(),
+            stops: req.common.stops(),
             reply: Reply::of(&req.common, logprobs.is_some()),
         })
     }
