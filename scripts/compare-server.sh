@@ -15,15 +15,19 @@
 # ITL p50 of every server side by side per concurrency level (with wick / wick-before ratios
 # when there is a before). Logs and per-server JSON: target/compare-server-NAME.{log,json}.
 #
-#   scripts/compare-server.sh [--concurrency 1,4,8,16] [--before BIN] [--no-llamacpp]
+#   scripts/compare-server.sh [--concurrency 1,4,8,16] [--requests N] [--before BIN] [--no-llamacpp]
+#
+# --requests N: requests per concurrency level (loadtest.py's default: 2 x concurrency, >= 4).
 set -euo pipefail
 
 CONCURRENCY=1,4,8,16
+REQUESTS=()
 BEFORE=${WICK_BEFORE:-}
 LLAMACPP=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --concurrency) CONCURRENCY=$2; shift 2 ;;
+        --requests) REQUESTS=(--requests "$2"); shift 2 ;;
         --before) BEFORE=$2; shift 2 ;;
         --no-llamacpp) LLAMACPP=0; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -82,7 +86,7 @@ run_load() {
     fi
     echo "## $name"
     python3 scripts/loadtest.py --url "http://127.0.0.1:$PORT" --concurrency "$CONCURRENCY" \
-        --json "target/compare-server-$name.json"
+        "${REQUESTS[@]}" --json "target/compare-server-$name.json"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     trap - EXIT
