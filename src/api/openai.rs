@@ -51,8 +51,8 @@ pub struct CommonParams {
     /// Keep generating past the model's end-of-turn tokens, up to `max_tokens` (as vLLM and
     /// llama.cpp's server offer; for benchmarks).
     pub ignore_eos: Option<bool>,
-    /// Scheduling priority (vLLM's field): higher runs first, first come first served within
-    /// a priority. Default 0.
+    /// Scheduling priority, as vLLM reads its field: lower is handled earlier, first come first
+    /// served within a priority. Default 0.
     pub priority: Option<i32>,
 }
 

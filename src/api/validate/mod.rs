@@ -200,7 +200,8 @@ impl Validator {
             sampling,
             stop_ids,
             n,
-            priority: common.priority.unwrap_or(0),
+            // The engine runs higher first; vLLM's field (which clients send) means lower first.
+            priority: common.priority.unwrap_or(0).saturating_neg(),
             prompt_logprobs: prompt_logprobs.map(|(k, _)| k),
             constraint: None,
         })

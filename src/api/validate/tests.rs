@@ -54,7 +54,7 @@ fn fields_map_to_the_engine_request() {
     assert_eq!(r.sampling.top_k, 0);
     assert_eq!(r.sampling.logprobs, Some(3));
     assert_eq!(r.sampling.seed, Some(7));
-    assert_eq!((r.n, r.priority), (2, 4));
+    assert_eq!((r.n, r.priority), (2, -4), "vLLM's priority 4 runs after 0");
     assert!(r.stop_ids.contains(&2), "the tokenizer's end of turn");
     assert_eq!(p.stops, vec!["x".to_string()]);
     assert!(p.reply.logprobs && !p.reply.stream);
