@@ -42,6 +42,18 @@ pub struct ServerArgs {
     /// Seconds in-flight requests get to finish on SIGTERM or ctrl-c.
     #[arg(long, env = "WICK_DRAIN_GRACE_SECS", default_value_t = 30)]
     pub drain_grace_secs: u64,
+    /// Most tokens one choice may generate: a larger `max_tokens` is a 400, an absent one
+    /// defaults to the context left, capped at this.
+    #[arg(long, env = "WICK_MAX_TOKENS_CAP")]
+    pub max_tokens_cap: Option<usize>,
+    /// Seconds a request may take, queue and generation included; past it the request ends
+    /// with a 504 (streamed: an error event) and its KV blocks are freed. 0 is no limit.
+    #[arg(long, env = "WICK_REQUEST_TIMEOUT", default_value_t = 0)]
+    pub request_timeout: u64,
+    /// Origins browsers may call the API from (CORS), `*` for any; repeat the flag or separate
+    /// with commas. None: no CORS headers (same-origin only).
+    #[arg(long, env = "WICK_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
 }
 
 /// How `wick run` picks each token (checked by [`SamplingParams::validate`] once the vocabulary

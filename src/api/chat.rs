@@ -11,7 +11,7 @@ use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
 use super::openai::*;
-use super::stream::{self, Endpoint, Meta, StreamError, UsageCount};
+use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
 use super::tool_parse::ParsedCall;
 use super::{logprobs, AppState, RequestId};
 use crate::engine::{Event, Token};
@@ -22,6 +22,7 @@ pub async fn handle(
     Extension(rid): Extension<RequestId>,
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let deadline = Deadline::after(state.options().request_timeout);
     let served = state.served()?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.chat(req)).await?;
@@ -35,9 +36,9 @@ pub async fn handle(
     let events = stream::merge(vec![served.engine.submit(valid.request)?]);
     let machine = ChatStream::new(meta, n, &valid.text);
     if valid.reply.stream {
-        return Ok(stream::sse(machine, events));
+        return Ok(stream::sse(machine, events, deadline));
     }
-    Ok(Json(stream::collect(machine, events).await?).into_response())
+    Ok(Json(stream::collect(machine, events, deadline).await?).into_response())
 }
 
 /// The chat response of one engine request with `n` choices.

@@ -12,7 +12,7 @@ use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
 use super::openai::*;
-use super::stream::{self, Endpoint, Meta, StreamError, UsageCount};
+use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
 use super::validate::TextRules;
 use super::{logprobs, AppState, RequestId};
 use crate::engine::{Event, Token};
@@ -23,6 +23,7 @@ pub async fn handle(
     Extension(rid): Extension<RequestId>,
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let deadline = Deadline::after(state.options().request_timeout);
     let served = state.served()?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.completion(req)).await?;
@@ -47,9 +48,9 @@ pub async fn handle(
     let machine = CompletionStream::new(meta, n, &rules, echoes);
     let events = stream::merge(streams);
     if valid.reply.stream {
-        return Ok(stream::sse(machine, events));
+        return Ok(stream::sse(machine, events, deadline));
     }
-    Ok(Json(stream::collect(machine, events).await?).into_response())
+    Ok(Json(stream::collect(machine, events, deadline).await?).into_response())
 }
 
 /// One choice of a completions response.

@@ -16,13 +16,21 @@ pub async fn handle(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
 ) -> Result<Json<EmbeddingResponse>, ApiError> {
+    let limit = state.options().request_timeout;
     let served = state.served()?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.embeddings(&req)).await?;
     let pending = served.engine.embed(valid.inputs)?;
     let tokens = pending.tokens();
-    // Dropping this future (the client left) drops `pending`, which cancels the job.
-    let vectors = pending.wait().await.map_err(ApiError::Internal)?;
+    // Dropping this future (the client left, or the deadline passed) drops `pending`, which
+    // cancels the job.
+    let vectors = match limit {
+        None => pending.wait().await,
+        Some(l) => tokio::time::timeout(l, pending.wait())
+            .await
+            .map_err(|_| ApiError::Timeout(l))?,
+    }
+    .map_err(ApiError::Internal)?;
     let data = vectors
         .into_iter()
         .enumerate()

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The server is draining (shutting down).
     #[error("the server is shutting down")]
     Draining,
+    /// The request ran past `--request-timeout`.
+    #[error("the request took longer than the server's limit of {0:?}")]
+    Timeout(std::time::Duration),
     /// Our fault.
     #[error("{0}")]
     Internal(String),
@@ -90,6 +93,7 @@ impl ApiError {
                 "service_unavailable",
                 Some("shutting_down"),
             ),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("timeout")),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         }
     }
@@ -178,6 +182,11 @@ mod tests {
             (ApiError::QueueFull("x".into()), 429, Some("queue_full")),
             (ApiError::Loading, 503, Some("model_loading")),
             (ApiError::Draining, 503, Some("shutting_down")),
+            (
+                ApiError::Timeout(std::time::Duration::from_secs(1)),
+                504,
+                Some("timeout"),
+            ),
             (ApiError::Internal("x".into()), 500, None),
         ];
         for (e, status, code) in rows {

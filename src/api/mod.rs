@@ -32,23 +32,26 @@ pub mod tool_parse;
 pub mod validate;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use error::ApiError;
 pub use serve::serve;
-pub use state::{unix_now, AppState, Served};
+pub use state::{unix_now, AppState, HttpOptions, Served};
 
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// The routes, with body limit, panic catching and `x-request-id`.
+/// The routes, with body limit, panic catching, `x-request-id` and (when origins are
+/// configured) CORS.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes();
-    Router::new()
+    let cors = cors(&state.options().cors_allow_origins);
+    let routes = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/embeddings", post(embeddings::handle))
@@ -65,7 +68,45 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so that a browser's preflight is answered before anything else runs.
+    match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    }
+}
+
+/// The CORS layer for `origins` (`*`: any); `None` when there are none (or none is a valid
+/// header value: `wick serve` checks them at start).
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        if list.is_empty() {
+            return None;
+        }
+        AllowOrigin::list(list)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id")])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::error::ApiError;
 use super::openai::ResponseHeader;
@@ -26,8 +27,43 @@ impl Served {
         tokenizer: Arc<Tokenizer>,
         template: Option<Arc<ChatTemplate>>,
     ) -> Self {
-        let validator = Arc::new(Validator::new(tokenizer, template, *engine.limits()));
-        Self { engine, validator }
+        Self::with_max_tokens_cap(engine, tokenizer, template, None)
+    }
+
+    /// [`Served::new`] with `max_tokens` capped at `cap` for every request.
+    pub fn with_max_tokens_cap(
+        engine: EngineHandle,
+        tokenizer: Arc<Tokenizer>,
+        template: Option<Arc<ChatTemplate>>,
+        cap: Option<usize>,
+    ) -> Self {
+        let limits = *engine.limits();
+        let validator = Validator::new(tokenizer, template, limits).with_max_tokens_cap(cap);
+        Self {
+            engine,
+            validator: Arc::new(validator),
+        }
+    }
+}
+
+/// How the HTTP server treats every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Largest request body (413 past it).
+    pub max_body_bytes: usize,
+    /// How long a request may take from its arrival; `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
+    pub cors_allow_origins: Vec<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: super::DEFAULT_MAX_BODY_BYTES,
+            request_timeout: None,
+            cors_allow_origins: Vec::new(),
+        }
     }
 }
 
@@ -36,7 +72,7 @@ struct Inner {
     model_name: String,
     served: OnceLock<Served>,
     draining: AtomicBool,
-    pub(super) max_body_bytes: usize,
+    options: HttpOptions,
     created: u64,
 }
 
@@ -49,15 +85,36 @@ pub struct AppState {
 impl AppState {
     /// A server for `model_name`, not ready until [`AppState::set_ready`].
     pub fn new(model_name: impl Into<String>, max_body_bytes: usize) -> Self {
+        let options = HttpOptions {
+            max_body_bytes,
+            ..HttpOptions::default()
+        };
+        Self::with_options(model_name, options)
+    }
+
+    /// [`AppState::new`] with every HTTP option.
+    pub fn with_options(model_name: impl Into<String>, options: HttpOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
                 model_name: model_name.into(),
                 served: OnceLock::new(),
                 draining: AtomicBool::new(false),
-                max_body_bytes,
+                options,
                 created: unix_now(),
             }),
         }
+    }
+
+    pub fn options(&self) -> &HttpOptions {
+        &self.inner.options
+    }
+
+    /// When a request arriving now must be done by, if there is a limit.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner
+            .options
+            .request_timeout
+            .map(|t| Instant::now() + t)
     }
 
     /// The model has loaded: start serving. A second call is ignored.
@@ -80,7 +137,7 @@ impl AppState {
     }
 
     pub fn max_body_bytes(&self) -> usize {
-        self.inner.max_body_bytes
+        self.inner.options.max_body_bytes
     }
 
     /// The model, or 503 while loading or draining.

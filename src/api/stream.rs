@@ -81,14 +81,44 @@ pub fn merge(streams: Vec<EventStream>) -> Events {
     .boxed()
 }
 
-/// Runs `machine` over `events` to the end and folds its chunks into the body.
-pub async fn collect<E: Endpoint>(mut machine: E, mut events: Events) -> Result<E::Body, ApiError> {
+/// The next event, unless `deadline` passes first.
+async fn next(events: &mut Events, deadline: &Deadline) -> Result<(usize, Event), ApiError> {
+    let next = match deadline.at {
+        None => events.next().await,
+        Some(at) => tokio::time::timeout_at(at.into(), events.next())
+            .await
+            .map_err(|_| ApiError::Timeout(deadline.limit))?,
+    };
+    next.ok_or_else(|| ApiError::Internal("the engine stopped".into()))
+}
+
+/// When a response must be done by (`--request-timeout`), and the limit to name in the error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deadline {
+    pub at: Option<std::time::Instant>,
+    pub limit: Duration,
+}
+
+impl Deadline {
+    /// The deadline of a request that arrives now, under `limit` (`None`: no limit).
+    pub fn after(limit: Option<Duration>) -> Self {
+        Self {
+            at: limit.map(|l| std::time::Instant::now() + l),
+            limit: limit.unwrap_or_default(),
+        }
+    }
+}
+
+/// Runs `machine` over `events` to the end and folds its chunks into the body. Past the
+/// deadline the events are dropped (the engine frees the request) and the error returned.
+pub async fn collect<E: Endpoint>(
+    mut machine: E,
+    mut events: Events,
+    deadline: Deadline,
+) -> Result<E::Body, ApiError> {
     let mut chunks = machine.start();
     while !machine.is_finished() {
-        let (source, event) = events
-            .next()
-            .await
-            .ok_or_else(|| ApiError::Internal("the engine stopped".into()))?;
+        let (source, event) = next(&mut events, &deadline).await?;
         chunks.extend(machine.on(source, event)?);
     }
     drop(events); // whatever the engine still runs for a finished response is cancelled
@@ -103,12 +133,12 @@ enum Phase {
 }
 
 /// The response as server-sent events: the machine's chunks as `data:` lines, then
-/// `data: [DONE]`. A failure after the first byte is one `data: {"error": ...}` event, and the
-/// stream closes without `[DONE]`.
-pub fn sse<E: Endpoint>(machine: E, events: Events) -> Response {
+/// `data: [DONE]`. A failure after the first byte (the deadline passing among them) is one
+/// `data: {"error": ...}` event, and the stream closes without `[DONE]`.
+pub fn sse<E: Endpoint>(machine: E, events: Events, deadline: Deadline) -> Response {
     let body = stream::unfold(
         (machine, Phase::Start(events)),
-        |(mut m, phase)| async move {
+        move |(mut m, phase)| async move {
             match phase {
                 Phase::Done => None,
                 Phase::Start(events) => Some((data(m.start()), (m, Phase::Events(events)))),
@@ -119,12 +149,12 @@ pub fn sse<E: Endpoint>(machine: E, events: Events) -> Response {
                         out.push(SseEvent::default().data("[DONE]"));
                         return Some((out, (m, Phase::Done)));
                     }
-                    let out = match events.next().await {
-                        Some((source, event)) => match m.on(source, event) {
+                    let out = match next(&mut events, &deadline).await {
+                        Ok((source, event)) => match m.on(source, event) {
                             Ok(chunks) => return Some((data(chunks), (m, Phase::Events(events)))),
                             Err(e) => ApiError::from(e),
                         },
-                        None => ApiError::Internal("the engine stopped".into()),
+                        Err(e) => e,
                     };
                     Some((vec![error_event(&out)], (m, Phase::Done)))
                 }
@@ -211,6 +241,16 @@ pub(crate) mod testing {
     use super::*;
     use crate::engine::{Timings, Usage};
     use crate::tokenizer::testing::byte_level;
+
+    /// [`sse`] with no deadline.
+    pub fn sse_now<E: Endpoint>(machine: E, events: Events) -> Response {
+        sse(machine, events, Deadline::default())
+    }
+
+    /// [`collect`] with no deadline.
+    pub async fn collect_now<E: Endpoint>(machine: E, events: Events) -> Result<E::Body, ApiError> {
+        collect(machine, events, Deadline::default()).await
+    }
 
     /// One char per token, all of printable ASCII (the machines need no model).
     pub fn tokenizer() -> Arc<Tokenizer> {

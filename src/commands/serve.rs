@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::task::JoinError;
 
-use crate::api::{self, AppState, Served};
+use crate::api::{self, AppState, HttpOptions, Served};
 use crate::config::{EngineArgs, ModelArgs, ServerArgs};
 use crate::engine::{Engine, EngineError};
 use crate::model::{device, LoadError};
@@ -59,6 +59,30 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
+/// The HTTP options of `args`, checked.
+fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeError> {
+    for o in args.cors_allow_origin.iter().filter(|o| *o != "*") {
+        // An origin is scheme://host[:port]: no path, no spaces.
+        let host = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        let ok = host
+            .is_some_and(|h| !h.is_empty() && !h.contains(['/', ' ', '\t']) && h.is_ascii())
+            && axum::http::HeaderValue::from_str(o).is_ok();
+        if !ok {
+            return Err(ServeError::Config(format!(
+                "--cors-allow-origin: {o:?} is not an origin (scheme://host[:port]) or *"
+            )));
+        }
+    }
+    Ok(HttpOptions {
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: (args.request_timeout > 0)
+            .then(|| Duration::from_secs(args.request_timeout)),
+        cors_allow_origins: args.cors_allow_origin.clone(),
+    })
+}
+
 /// Runs the server until a shutdown signal.
 pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -75,7 +99,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         .served_model_name
         .clone()
         .unwrap_or_else(|| args.model.model.clone());
-    let state = AppState::new(name, args.server.max_body_bytes);
+    let state = AppState::with_options(name, http_options(&args.server)?);
     let addr = format!("{}:{}", args.server.host, args.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -100,9 +124,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let tokenizer = Arc::new(loaded.tokenizer);
     let engine = Engine::start(loaded.model, config)?;
     let template = loaded.chat_template.map(Arc::new);
-    let served = tokio::task::spawn_blocking(move || Served::new(engine, tokenizer, template))
-        .await
-        .map_err(ServeError::CompilerTask)?;
+    let cap = args.server.max_tokens_cap;
+    let served = tokio::task::spawn_blocking(move || {
+        Served::with_max_tokens_cap(engine, tokenizer, template, cap)
+    })
+    .await
+    .map_err(ServeError::CompilerTask)?;
     state.set_ready(served);
     tracing::info!(model = %loaded.name, "ready");
     server
@@ -139,5 +166,47 @@ async fn drain(state: AppState, grace: Duration) {
     state.begin_drain();
     if let Some(engine) = state.engine().cloned() {
         let _ = tokio::task::spawn_blocking(move || engine.shutdown(grace)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        server: crate::config::ServerArgs,
+    }
+
+    fn options(flags: &[&str]) -> Result<HttpOptions, ServeError> {
+        let f = Flags::try_parse_from(std::iter::once("wick").chain(flags.iter().copied()))
+            .expect("flags parse");
+        http_options(&f.server)
+    }
+
+    #[test]
+    fn http_flags_become_options_and_bad_origins_are_refused() {
+        let o = options(&[
+            "--request-timeout",
+            "30",
+            "--cors-allow-origin",
+            "https://a.example,*",
+        ])
+        .expect("valid");
+        assert_eq!(o.request_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(o.cors_allow_origins, ["https://a.example", "*"]);
+        let o = options(&[]).expect("defaults");
+        assert_eq!((o.request_timeout, o.cors_allow_origins.len()), (None, 0));
+        for bad in [
+            "a.example",
+            "https://a b",
+            "https://a.example/app",
+            "https://",
+        ] {
+            let e = options(&["--cors-allow-origin", bad]).expect_err("refused");
+            assert!(e.to_string().contains("--cors-allow-origin"), "{e}");
+        }
     }
 }

@@ -3,12 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use serde_json::{json, Value};
 use wick::api::AppState;
-use wick::model::{Batch, CausalLm, KvCache, KvShape, ModelError};
 
-use crate::common::{post, real_server_url, sse_data, tiny_config, tiny_served, TestServer};
+use crate::common::{post, real_server_url, sse_data, tiny_config, tiny_served, Slow, TestServer};
 
 async fn status_and_json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
@@ -227,38 +226,6 @@ async fn real_model_echo_with_prompt_logprobs() {
     }
     assert_eq!(s_text, text);
     assert_eq!(s_tokens, tokens);
-}
-
-/// The tiny model, slowed down: every forward step takes at least `delay`.
-struct Slow {
-    inner: wick::model::Llama,
-    delay: Duration,
-}
-
-impl CausalLm for Slow {
-    fn forward(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
-        std::thread::sleep(self.delay);
-        self.inner.forward(batch, cache)
-    }
-    fn forward_hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
-        std::thread::sleep(self.delay);
-        self.inner.forward_hidden(batch, cache)
-    }
-    fn hidden_size(&self) -> usize {
-        self.inner.hidden_size()
-    }
-    fn kv_shape(&self) -> KvShape {
-        self.inner.kv_shape()
-    }
-    fn vocab_size(&self) -> usize {
-        self.inner.vocab_size()
-    }
-    fn max_context(&self) -> usize {
-        self.inner.max_context()
-    }
-    fn device(&self) -> &Device {
-        self.inner.device()
-    }
 }
 
 /// Sends `body` to `path` on a raw socket and returns it unread: the test closes it by hand.

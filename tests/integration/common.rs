@@ -191,3 +191,43 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The tiny model, slowed down: every forward step takes at least `delay`.
+pub struct Slow {
+    pub inner: wick::model::Llama,
+    pub delay: std::time::Duration,
+}
+
+impl wick::model::CausalLm for Slow {
+    fn forward(
+        &self,
+        batch: &wick::model::Batch<'_>,
+        cache: &mut wick::model::KvCache,
+    ) -> Result<candle_core::Tensor, wick::model::ModelError> {
+        std::thread::sleep(self.delay);
+        self.inner.forward(batch, cache)
+    }
+    fn forward_hidden(
+        &self,
+        batch: &wick::model::Batch<'_>,
+        cache: &mut wick::model::KvCache,
+    ) -> Result<candle_core::Tensor, wick::model::ModelError> {
+        std::thread::sleep(self.delay);
+        self.inner.forward_hidden(batch, cache)
+    }
+    fn hidden_size(&self) -> usize {
+        self.inner.hidden_size()
+    }
+    fn kv_shape(&self) -> wick::model::KvShape {
+        self.inner.kv_shape()
+    }
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+    fn max_context(&self) -> usize {
+        self.inner.max_context()
+    }
+    fn device(&self) -> &candle_core::Device {
+        self.inner.device()
+    }
+}

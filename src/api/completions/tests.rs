@@ -150,7 +150,7 @@ async fn a_score_only_request_sends_the_scored_echo_and_a_length_finish() {
         (0, Event::PromptScores { tokens: scores }),
         (0, finished(0, engine::FinishReason::Length, 0)),
     ];
-    let body = stream::collect(m, futures_util::stream::iter(events).boxed())
+    let body = stream::testing::collect_now(m, futures_util::stream::iter(events).boxed())
         .await
         .expect("body");
     let body = serde_json::to_value(body).expect("json");
@@ -207,7 +207,7 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
     events.push((0, finished(0, engine::FinishReason::Stop, 5)));
     let events_of = |list: Vec<(usize, Event)>| futures_util::stream::iter(list).boxed();
     let m = |reply| CompletionStream::new(meta(reply, 2), 1, &no_rules(), vec![Some("Q:".into())]);
-    let resp = stream::sse(m(reply), events_of(events.clone()));
+    let resp = stream::testing::sse_now(m(reply), events_of(events.clone()));
     let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
         .expect("body");
@@ -225,7 +225,7 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
         stream: false,
         ..reply
     };
-    let body = stream::collect(m(body_reply), events_of(events))
+    let body = stream::testing::collect_now(m(body_reply), events_of(events))
         .await
         .expect("body");
     let body = serde_json::to_value(body).expect("json");
@@ -254,7 +254,7 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
             },
         ),
     ];
-    let e = stream::collect(m(body_reply), events_of(failing))
+    let e = stream::testing::collect_now(m(body_reply), events_of(failing))
         .await
         .expect_err("fails");
     assert_eq!(e.parts().0.as_u16(), 500);

@@ -104,6 +104,8 @@ pub struct Validator {
     /// then get a 400).
     grammar: Option<GrammarCompiler>,
     limits: ModelLimits,
+    /// The server's cap on `max_tokens` (`--max-tokens-cap`).
+    max_tokens_cap: Option<usize>,
 }
 
 impl Validator {
@@ -122,7 +124,15 @@ impl Validator {
             template,
             grammar,
             limits,
+            max_tokens_cap: None,
         }
+    }
+
+    /// Caps `max_tokens`: a request asking for more is refused, one asking for nothing gets
+    /// at most `cap`.
+    pub fn with_max_tokens_cap(mut self, cap: Option<usize>) -> Self {
+        self.max_tokens_cap = cap;
+        self
     }
 
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
@@ -252,8 +262,19 @@ impl Validator {
             }
             Output::Generate {
                 max_tokens: Some(m),
-                ..
-            } => usize::try_from(m).unwrap_or(usize::MAX),
+                param,
+            } => {
+                let m = usize::try_from(m).unwrap_or(usize::MAX);
+                match self.max_tokens_cap {
+                    Some(cap) if m > cap => {
+                        return Err(ValidationError::invalid(
+                            format!("{param} must be at most {cap} on this server, got {m}"),
+                            param,
+                        ))
+                    }
+                    _ => m,
+                }
+            }
             Output::Generate {
                 max_tokens: None, ..
             } if left == 0 => {
@@ -268,7 +289,7 @@ impl Validator {
             }
             Output::Generate {
                 max_tokens: None, ..
-            } => left,
+            } => left.min(self.max_tokens_cap.unwrap_or(usize::MAX)),
         };
         let need = prompt.saturating_add(max_tokens);
         let message = if need > lim.max_context {

@@ -111,6 +111,33 @@ fn each_limit_is_refused_naming_its_field() {
 }
 
 #[test]
+fn the_servers_max_tokens_cap_refuses_more_and_caps_the_default() {
+    let v = validator().with_max_tokens_cap(Some(10));
+    let req =
+        |j: serde_json::Value| serde_json::from_value::<CompletionRequest>(j).expect("parses");
+    let p = v.completion(req(json!({"prompt": [1, 2]}))).expect("ok");
+    assert_eq!(p.prompts[0].request.max_tokens, 10);
+    let p = v
+        .completion(req(json!({"prompt": [1, 2], "max_tokens": 10})))
+        .expect("ok");
+    assert_eq!(p.prompts[0].request.max_tokens, 10);
+    let e = v
+        .completion(req(json!({"prompt": [1, 2], "max_tokens": 11})))
+        .expect_err("over");
+    assert_eq!(e.param(), "max_tokens");
+    assert!(e.to_string().contains("at most 10"), "{e}");
+    let p = v
+        .completion(req(
+            json!({"prompt": [1, 2], "echo": true, "max_tokens": 0}),
+        ))
+        .expect("ok");
+    assert_eq!(
+        p.prompts[0].request.max_tokens, 0,
+        "scoring only is not capped away"
+    );
+}
+
+#[test]
 fn score_only_is_its_own_case_not_a_max_tokens_trick() {
     let p = completion(json!({"prompt": [1, 2], "echo": true, "logprobs": 2})).expect("ok");
     assert_eq!(p.prompts[0].request.prompt_logprobs, Some(2));
