@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
+use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Endpoint, Meta, StreamError, UsageCount};
 use super::validate::TextRules;
@@ -46,10 +47,11 @@ pub async fn handle(
     }
     let machine = CompletionStream::new(meta, n, &rules, echoes);
     let events = stream::merge(streams);
+    let recorder = ResponseRecorder::new(state.metrics().clone());
     if valid.reply.stream {
-        return Ok(stream::sse(machine, events));
+        return Ok(stream::sse(machine, events, recorder));
     }
-    Ok(Json(stream::collect(machine, events).await?).into_response())
+    Ok(Json(stream::collect(machine, events, recorder).await?).into_response())
 }
 
 /// One choice of a completions response.

@@ -1,10 +1,12 @@
 //! [`AppState`], shared by every handler: the served model name, readiness, draining, and
-//! once loaded the [`Served`] model (its engine and its request [`Validator`]).
+//! once loaded the [`Served`] model (its engine and its request [`Validator`]), and the
+//! server's own [`Metrics`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::error::ApiError;
+use super::metrics::Metrics;
 use super::openai::ResponseHeader;
 use super::validate::Validator;
 use crate::engine::EngineHandle;
@@ -38,6 +40,8 @@ struct Inner {
     draining: AtomicBool,
     pub(super) max_body_bytes: usize,
     created: u64,
+    /// This server's metrics (per server: tests run several in one process).
+    metrics: Arc<Metrics>,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -49,9 +53,11 @@ pub struct AppState {
 impl AppState {
     /// A server for `model_name`, not ready until [`AppState::set_ready`].
     pub fn new(model_name: impl Into<String>, max_body_bytes: usize) -> Self {
+        let model_name = model_name.into();
         Self {
             inner: Arc::new(Inner {
-                model_name: model_name.into(),
+                metrics: Arc::new(Metrics::new(&model_name)),
+                model_name,
                 served: OnceLock::new(),
                 draining: AtomicBool::new(false),
                 max_body_bytes,
@@ -77,6 +83,11 @@ impl AppState {
     /// When the server started (the model card's `created`).
     pub fn created(&self) -> u64 {
         self.inner.created
+    }
+
+    /// This server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub fn max_body_bytes(&self) -> usize {

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod constrained;
 mod engine;
+mod metrics;
 mod model_reference;
 mod tokenize_api;
 mod tokenizer_reference;

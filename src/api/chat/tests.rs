@@ -5,6 +5,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::api::stream::testing::recorder;
 use crate::api::stream::testing::tokenizer as tok;
 use crate::api::stream::Events;
 use crate::api::validate::{Reply, TextRules};
@@ -259,7 +260,7 @@ async fn an_error_after_the_first_chunk_is_one_error_event_then_the_end() {
         index: 0,
         error: "the forward step failed".into(),
     });
-    let data = sse_data(stream::sse(m, events_of(events))).await;
+    let data = sse_data(stream::sse(m, events_of(events), recorder())).await;
     assert_eq!(data.len(), 3, "{data:?}");
     let err: Value = serde_json::from_str(&data[2]).expect("json");
     assert_eq!(err["error"]["message"], "the forward step failed");
@@ -272,7 +273,7 @@ async fn an_error_after_the_first_chunk_is_one_error_event_then_the_end() {
         index: 0,
         error: "boom".into(),
     });
-    let e = stream::collect(m, events_of(events))
+    let e = stream::collect(m, events_of(events), recorder())
         .await
         .expect_err("fails");
     assert_eq!(e.parts().0.as_u16(), 500);
@@ -283,7 +284,7 @@ async fn a_shutdown_is_never_a_finish_reason_on_the_wire() {
     let m = ChatStream::new(meta(streamed(true), 3), 1, &rules(&[], None));
     let mut events = tokens(0, "a");
     events.push(finished(0, engine::FinishReason::Shutdown, 1));
-    let data = sse_data(stream::sse(m, events_of(events))).await;
+    let data = sse_data(stream::sse(m, events_of(events), recorder())).await;
     let last: Value = serde_json::from_str(data.last().expect("data")).expect("json");
     assert_eq!(last["error"]["code"], "shutting_down", "{data:?}");
     assert!(data
@@ -308,6 +309,7 @@ async fn the_body_is_the_fold_of_the_stream() {
     let data = sse_data(stream::sse(
         ChatStream::new(meta(reply, 3), 2, &text_rules),
         events_of(events.clone()),
+        recorder(),
     ))
     .await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -322,6 +324,7 @@ async fn the_body_is_the_fold_of_the_stream() {
     let body = stream::collect(
         ChatStream::new(meta(body_reply, 3), 2, &text_rules),
         events_of(events),
+        recorder(),
     )
     .await
     .expect("body");

@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::api::stream::testing::recorder;
 use crate::api::stream::testing::tokenizer as tok;
 use crate::api::validate::Reply;
 use crate::engine::{self, TokenLogprob};
@@ -150,7 +151,7 @@ async fn a_score_only_request_sends_the_scored_echo_and_a_length_finish() {
         (0, Event::PromptScores { tokens: scores }),
         (0, finished(0, engine::FinishReason::Length, 0)),
     ];
-    let body = stream::collect(m, futures_util::stream::iter(events).boxed())
+    let body = stream::collect(m, futures_util::stream::iter(events).boxed(), recorder())
         .await
         .expect("body");
     let body = serde_json::to_value(body).expect("json");
@@ -207,7 +208,7 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
     events.push((0, finished(0, engine::FinishReason::Stop, 5)));
     let events_of = |list: Vec<(usize, Event)>| futures_util::stream::iter(list).boxed();
     let m = |reply| CompletionStream::new(meta(reply, 2), 1, &no_rules(), vec![Some("Q:".into())]);
-    let resp = stream::sse(m(reply), events_of(events.clone()));
+    let resp = stream::sse(m(reply), events_of(events.clone()), recorder());
     let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
         .expect("body");
@@ -225,7 +226,7 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
         stream: false,
         ..reply
     };
-    let body = stream::collect(m(body_reply), events_of(events))
+    let body = stream::collect(m(body_reply), events_of(events), recorder())
         .await
         .expect("body");
     let body = serde_json::to_value(body).expect("json");
@@ -254,7 +255,7 @@ async fn the_body_is_the_fold_of_the_stream_and_failures_are_errors() {
             },
         ),
     ];
-    let e = stream::collect(m(body_reply), events_of(failing))
+    let e = stream::collect(m(body_reply), events_of(failing), recorder())
         .await
         .expect_err("fails");
     assert_eq!(e.parts().0.as_u16(), 500);
