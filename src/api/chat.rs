@@ -10,6 +10,7 @@ use axum::{Extension, Json};
 use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
+use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
 use super::tool_parse::ParsedCall;
@@ -34,11 +35,12 @@ pub async fn handle(
     };
     let n = valid.request.n;
     let events = stream::merge(vec![served.engine.submit(valid.request)?]);
+    let recorder = ResponseRecorder::new(state.metrics().clone());
     let machine = ChatStream::new(meta, n, &valid.text);
     if valid.reply.stream {
-        return Ok(stream::sse(machine, events, deadline));
+        return Ok(stream::sse(machine, events, deadline, recorder));
     }
-    Ok(Json(stream::collect(machine, events, deadline).await?).into_response())
+    Ok(Json(stream::collect(machine, events, deadline, recorder).await?).into_response())
 }
 
 /// The chat response of one engine request with `n` choices.

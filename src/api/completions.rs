@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
+use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
 use super::validate::TextRules;
@@ -47,10 +48,11 @@ pub async fn handle(
     }
     let machine = CompletionStream::new(meta, n, &rules, echoes);
     let events = stream::merge(streams);
+    let recorder = ResponseRecorder::new(state.metrics().clone());
     if valid.reply.stream {
-        return Ok(stream::sse(machine, events, deadline));
+        return Ok(stream::sse(machine, events, deadline, recorder));
     }
-    Ok(Json(stream::collect(machine, events, deadline).await?).into_response())
+    Ok(Json(stream::collect(machine, events, deadline, recorder).await?).into_response())
 }
 
 /// One choice of a completions response.

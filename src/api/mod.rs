@@ -11,7 +11,8 @@
 //!
 //! Layers, each using only those before it: `openai` (wire types) -> `validate` ->
 //! `stop`, `tool_parse`, `logprobs` -> `choice_text` -> `stream` -> the route files ->
-//! this router. `error` and `state` are shared by all.
+//! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
+//! `metrics`; the router serves it).
 
 pub mod chat;
 pub mod choice_text;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod logprobs;
+pub mod metrics;
 pub mod models;
 pub mod openai;
 mod serve;
@@ -46,8 +48,8 @@ pub use state::{unix_now, AppState, HttpOptions, Served};
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// The routes, with body limit, panic catching, `x-request-id` and (when origins are
-/// configured) CORS.
+/// The routes, with body limit, panic catching, `x-request-id`, request counting (outside
+/// those, so that a caught panic's 500 is counted too) and, when origins are configured, CORS.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes();
     let cors = cors(&state.options().cors_allow_origins);
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::scrape))
         .fallback(|| async {
             let mut r = ApiError::invalid("no such route", None).into_response();
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -68,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state);
     // Outermost, so that a browser's preflight is answered before anything else runs.
     match cors {

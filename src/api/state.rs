@@ -1,11 +1,13 @@
 //! [`AppState`], shared by every handler: the served model name, readiness, draining, and
-//! once loaded the [`Served`] model (its engine and its request [`Validator`]).
+//! once loaded the [`Served`] model (its engine and its request [`Validator`]), and the
+//! server's own [`Metrics`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::error::ApiError;
+use super::metrics::Metrics;
 use super::openai::ResponseHeader;
 use super::validate::Validator;
 use crate::engine::EngineHandle;
@@ -74,6 +76,8 @@ struct Inner {
     draining: AtomicBool,
     options: HttpOptions,
     created: u64,
+    /// This server's metrics (per server: tests run several in one process).
+    metrics: Arc<Metrics>,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -94,9 +98,11 @@ impl AppState {
 
     /// [`AppState::new`] with every HTTP option.
     pub fn with_options(model_name: impl Into<String>, options: HttpOptions) -> Self {
+        let model_name = model_name.into();
         Self {
             inner: Arc::new(Inner {
-                model_name: model_name.into(),
+                metrics: Arc::new(Metrics::new(&model_name)),
+                model_name,
                 served: OnceLock::new(),
                 draining: AtomicBool::new(false),
                 options,
@@ -134,6 +140,11 @@ impl AppState {
     /// When the server started (the model card's `created`).
     pub fn created(&self) -> u64 {
         self.inner.created
+    }
+
+    /// This server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub fn max_body_bytes(&self) -> usize {

@@ -8,6 +8,10 @@
 //! streams, which cancels the requests in the engine (queued, prefilling or decoding). When
 //! the machine has finished every choice (a stop string can end one before the engine does)
 //! the events are dropped at once, which cancels whatever the engine still runs.
+//!
+//! Both drivers hand every event to the response's [`ResponseRecorder`] before the machine
+//! sees it: token counts, finish reasons and latencies are recorded here, once for every
+//! endpoint.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use serde::Serialize;
 
 use super::choice_text::{ChoiceText, Step};
 use super::error::ApiError;
+use super::metrics::ResponseRecorder;
 use super::openai::{FinishReason, ResponseHeader, UsageBody};
 use super::validate::Reply;
 use crate::engine::{self, Event, EventStream, Finish};
@@ -109,13 +114,25 @@ impl Deadline {
     }
 }
 
+/// `events`, each shown to `recorder` as it passes; the recorder goes when the stream does.
+fn observed(events: Events, mut recorder: ResponseRecorder) -> Events {
+    events
+        .map(move |(source, event)| {
+            recorder.event(source, &event);
+            (source, event)
+        })
+        .boxed()
+}
+
 /// Runs `machine` over `events` to the end and folds its chunks into the body. Past the
 /// deadline the events are dropped (the engine frees the request) and the error returned.
 pub async fn collect<E: Endpoint>(
     mut machine: E,
-    mut events: Events,
+    events: Events,
     deadline: Deadline,
+    recorder: ResponseRecorder,
 ) -> Result<E::Body, ApiError> {
+    let mut events = observed(events, recorder);
     let mut chunks = machine.start();
     while !machine.is_finished() {
         let (source, event) = next(&mut events, &deadline).await?;
@@ -135,9 +152,14 @@ enum Phase {
 /// The response as server-sent events: the machine's chunks as `data:` lines, then
 /// `data: [DONE]`. A failure after the first byte (the deadline passing among them) is one
 /// `data: {"error": ...}` event, and the stream closes without `[DONE]`.
-pub fn sse<E: Endpoint>(machine: E, events: Events, deadline: Deadline) -> Response {
+pub fn sse<E: Endpoint>(
+    machine: E,
+    events: Events,
+    deadline: Deadline,
+    recorder: ResponseRecorder,
+) -> Response {
     let body = stream::unfold(
-        (machine, Phase::Start(events)),
+        (machine, Phase::Start(observed(events, recorder))),
         move |(mut m, phase)| async move {
             match phase {
                 Phase::Done => None,
@@ -242,14 +264,19 @@ pub(crate) mod testing {
     use crate::engine::{Timings, Usage};
     use crate::tokenizer::testing::byte_level;
 
-    /// [`sse`] with no deadline.
-    pub fn sse_now<E: Endpoint>(machine: E, events: Events) -> Response {
-        sse(machine, events, Deadline::default())
+    /// A recorder into a throwaway registry.
+    pub fn recorder() -> ResponseRecorder {
+        ResponseRecorder::new(Arc::new(crate::api::metrics::Metrics::new("m")))
     }
 
-    /// [`collect`] with no deadline.
+    /// [`sse`] with no deadline and a throwaway recorder.
+    pub fn sse_now<E: Endpoint>(machine: E, events: Events) -> Response {
+        sse(machine, events, Deadline::default(), recorder())
+    }
+
+    /// [`collect`] with no deadline and a throwaway recorder.
     pub async fn collect_now<E: Endpoint>(machine: E, events: Events) -> Result<E::Body, ApiError> {
-        collect(machine, events, Deadline::default()).await
+        collect(machine, events, Deadline::default(), recorder()).await
     }
 
     /// One char per token, all of printable ASCII (the machines need no model).

@@ -8,6 +8,7 @@ mod common;
 mod constrained;
 mod engine;
 mod hardening;
+mod metrics;
 mod model_reference;
 mod tokenize_api;
 mod tokenizer_reference;
