@@ -11,8 +11,9 @@
 //!
 //! Layers, each using only those before it: `openai` (wire types) -> `validate` ->
 //! `stop`, `tool_parse`, `logprobs` -> `choice_text` -> `stream` -> the route files ->
-//! this router. `error` and `state` are shared by all.
+//! this router. `error` and `state` are shared by all; `auth` is a middleware of the router.
 
+pub mod auth;
 pub mod chat;
 pub mod choice_text;
 pub mod completions;
@@ -45,9 +46,11 @@ pub use state::{unix_now, AppState, Served};
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// The routes, with body limit, panic catching and `x-request-id`.
+/// The routes, with body limit, API keys ([`auth::require_key`], before any body is read),
+/// panic catching and `x-request-id`.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes();
+    let auth = state.auth();
     Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
@@ -57,12 +60,18 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::health))
         .fallback(|| async {
             let mut r = ApiError::invalid("no such route", None).into_response();
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_key,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)

@@ -1,9 +1,10 @@
-//! [`AppState`], shared by every handler: the served model name, readiness, draining, and
-//! once loaded the [`Served`] model (its engine and its request [`Validator`]).
+//! [`AppState`], shared by every handler: the served model name, readiness, draining, the API
+//! keys, and once loaded the [`Served`] model (its engine and its request [`Validator`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use super::auth::AuthConfig;
 use super::error::ApiError;
 use super::openai::ResponseHeader;
 use super::validate::Validator;
@@ -38,6 +39,7 @@ struct Inner {
     draining: AtomicBool,
     pub(super) max_body_bytes: usize,
     created: u64,
+    auth: Arc<AuthConfig>,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -47,8 +49,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A server for `model_name`, not ready until [`AppState::set_ready`].
+    /// A server for `model_name`, open to all (no API key), not ready until
+    /// [`AppState::set_ready`].
     pub fn new(model_name: impl Into<String>, max_body_bytes: usize) -> Self {
+        Self::with_auth(model_name, max_body_bytes, AuthConfig::default())
+    }
+
+    /// [`AppState::new`] whose routes need one of `auth`'s keys.
+    pub fn with_auth(
+        model_name: impl Into<String>,
+        max_body_bytes: usize,
+        auth: AuthConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 model_name: model_name.into(),
@@ -56,6 +68,7 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 max_body_bytes,
                 created: unix_now(),
+                auth: Arc::new(auth),
             }),
         }
     }
@@ -77,6 +90,11 @@ impl AppState {
     /// When the server started (the model card's `created`).
     pub fn created(&self) -> u64 {
         self.inner.created
+    }
+
+    /// The API keys and public paths, for the router's middleware.
+    pub fn auth(&self) -> Arc<AuthConfig> {
+        self.inner.auth.clone()
     }
 
     pub fn max_body_bytes(&self) -> usize {
