@@ -1,12 +1,13 @@
 //! Command-line groups shared by the commands, and their validation: `ModelArgs` (which model,
 //! which device), `EngineArgs` -> `EngineConfig`, `ServerArgs` (the HTTP listener),
-//! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`. Every flag has a doc line that
+//! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`; `ServerArgs::auth` -> the API keys. Every flag has a doc line that
 //! `--help` shows; the engine and server flags also have a `WICK_` environment variable.
 //! Parsed on the main thread before any command runs; nothing here loads or runs anything.
 
 use candle_core::DType;
 use clap::Args;
 
+use crate::api::auth::{ApiKeys, AuthConfig};
 use crate::engine::EngineConfig;
 use crate::sampling::SamplingParams;
 
@@ -24,8 +25,8 @@ pub struct ModelArgs {
     pub device: String,
 }
 
-/// The HTTP listener of `wick serve`.
-#[derive(Debug, Clone, Args)]
+/// The HTTP listener of `wick serve`. Its `Debug` form redacts the keys.
+#[derive(Clone, Args)]
 pub struct ServerArgs {
     /// Address to bind.
     #[arg(long, env = "WICK_HOST", default_value = "127.0.0.1")]
@@ -54,6 +55,59 @@ pub struct ServerArgs {
     /// with commas. None: no CORS headers (same-origin only).
     #[arg(long, env = "WICK_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
     pub cors_allow_origin: Vec<String>,
+    /// An API key clients must send (`Authorization: Bearer KEY` or `x-api-key: KEY`);
+    /// repeatable, or comma-separated in the variable. No key: the server is open.
+    #[arg(
+        long = "api-key",
+        env = "WICK_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// A TOML file of keys: `[[keys]]` tables with `name`, `key` or `sha256` (hex of the key's
+    /// SHA-256), and `admin = true`.
+    #[arg(long, env = "WICK_API_KEYS_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// `/metrics` needs a key too (it is public otherwise, as `/health*` always is).
+    #[arg(long, env = "WICK_METRICS_REQUIRE_KEY")]
+    pub metrics_require_key: bool,
+}
+
+impl std::fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("served_model_name", &self.served_model_name)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("drain_grace_secs", &self.drain_grace_secs)
+            .field("max_tokens_cap", &self.max_tokens_cap)
+            .field("request_timeout", &self.request_timeout)
+            .field("cors_allow_origin", &self.cors_allow_origin)
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("api_keys_file", &self.api_keys_file)
+            .field("metrics_require_key", &self.metrics_require_key)
+            .finish()
+    }
+}
+
+impl ServerArgs {
+    /// The API keys from `--api-key` and `--api-keys-file` together; one-line errors.
+    pub fn auth(&self) -> Result<AuthConfig, String> {
+        let mut keys = ApiKeys::from_plain(&self.api_keys)?;
+        if let Some(path) = &self.api_keys_file {
+            keys.extend(ApiKeys::from_file(path)?)
+                .map_err(|e| format!("api keys file {}: {e}", path.display()))?;
+        }
+        Ok(AuthConfig {
+            keys,
+            metrics_require_key: self.metrics_require_key,
+        })
+    }
 }
 
 /// How `wick run` picks each token (checked by [`SamplingParams::validate`] once the vocabulary
@@ -296,5 +350,48 @@ mod tests {
         assert_eq!(s.served_model_name, None);
         assert_eq!(s.max_body_bytes, crate::api::DEFAULT_MAX_BODY_BYTES);
         assert_eq!(s.drain_grace_secs, 30);
+        assert!(s.api_keys.is_empty() && s.api_keys_file.is_none() && !s.metrics_require_key);
+        assert!(s.auth().unwrap().is_open());
+    }
+
+    #[test]
+    fn api_keys_come_from_flags_and_a_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            s: ServerArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.toml");
+        std::fs::write(
+            &file,
+            "[[keys]]\nname = \"ops\"\nkey = \"sk-c\"\nadmin = true\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let t = T::parse_from([
+            "t",
+            "--api-key",
+            "sk-a",
+            "--api-key=sk-b",
+            "--api-keys-file",
+            f,
+        ]);
+        let auth = t.s.auth().unwrap();
+        assert_eq!(auth.keys.len(), 3);
+        assert!(auth.keys.check("sk-b").is_some());
+        assert!(auth.keys.check("sk-c").unwrap().admin);
+        assert!(!auth.metrics_require_key);
+        let t = T::parse_from(["t", "--api-key", "sk-c", "--api-keys-file", f]);
+        let e = t.s.auth().unwrap_err();
+        assert!(e.contains("keys.toml") && e.contains("twice"), "{e}");
+        assert!(
+            !format!("{:?}", t.s).contains("sk-c"),
+            "Debug redacts the keys"
+        );
+        let t = T::parse_from(["t", "--api-key", "", "--metrics-require-key"]);
+        assert!(t.s.metrics_require_key);
+        assert!(t.s.auth().unwrap_err().contains("empty"));
     }
 }

@@ -26,6 +26,10 @@ pub enum ApiError {
         message: String,
         param: &'static str,
     },
+    /// No API key, a malformed one, or one that is not configured (the message never repeats
+    /// the key).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The request names a model this server does not serve.
     #[error("the model `{0}` does not exist")]
     ModelNotFound(String),
@@ -67,6 +71,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 Some("context_length_exceeded"),
+            ),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
             ),
             ApiError::ModelNotFound(_) => (
                 StatusCode::NOT_FOUND,
@@ -168,6 +177,11 @@ mod tests {
                 },
                 400,
                 Some("context_length_exceeded"),
+            ),
+            (
+                ApiError::Unauthorized("x".into()),
+                401,
+                Some("invalid_api_key"),
             ),
             (
                 ApiError::ModelNotFound("m".into()),

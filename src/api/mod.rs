@@ -12,8 +12,9 @@
 //! Layers, each using only those before it: `openai` (wire types) -> `validate` ->
 //! `stop`, `tool_parse`, `logprobs` -> `choice_text` -> `stream` -> the route files ->
 //! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
-//! `metrics`; the router serves it).
+//! `metrics`; the router serves it); `auth` is a middleware of the router.
 
+pub mod auth;
 pub mod chat;
 pub mod choice_text;
 pub mod completions;
@@ -48,10 +49,12 @@ pub use state::{unix_now, AppState, HttpOptions, Served};
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// The routes, with body limit, panic catching, `x-request-id`, request counting (outside
-/// those, so that a caught panic's 500 is counted too) and, when origins are configured, CORS.
+/// The routes, with body limit, API keys ([`auth::require_key`], before any body is read),
+/// panic catching, `x-request-id`, request counting (outside those, so that a caught panic's
+/// 500 and a 401 are counted too) and, when origins are configured, CORS.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes();
+    let auth = state.auth();
     let cors = cors(&state.options().cors_allow_origins);
     let routes = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
@@ -62,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::health))
         .route("/metrics", get(metrics::scrape))
         .fallback(|| async {
             let mut r = ApiError::invalid("no such route", None).into_response();
@@ -69,6 +74,10 @@ pub fn router(state: AppState) -> Router {
             r
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_key,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(axum::middleware::from_fn_with_state(

@@ -1,11 +1,12 @@
-//! [`AppState`], shared by every handler: the served model name, readiness, draining, and
-//! once loaded the [`Served`] model (its engine and its request [`Validator`]), and the
-//! server's own [`Metrics`].
+//! [`AppState`], shared by every handler: the served model name, readiness, draining, the HTTP
+//! options (the API keys among them), the server's own [`Metrics`], and once loaded the
+//! [`Served`] model (its engine and its request [`Validator`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::auth::AuthConfig;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::openai::ResponseHeader;
@@ -49,7 +50,7 @@ impl Served {
 }
 
 /// How the HTTP server treats every request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Largest request body (413 past it).
     pub max_body_bytes: usize,
@@ -57,6 +58,8 @@ pub struct HttpOptions {
     pub request_timeout: Option<Duration>,
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_allow_origins: Vec<String>,
+    /// The API keys (none: open) and which paths stay public.
+    pub auth: Arc<AuthConfig>,
 }
 
 impl Default for HttpOptions {
@@ -65,6 +68,7 @@ impl Default for HttpOptions {
             max_body_bytes: super::DEFAULT_MAX_BODY_BYTES,
             request_timeout: None,
             cors_allow_origins: Vec::new(),
+            auth: Arc::default(),
         }
     }
 }
@@ -87,10 +91,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A server for `model_name`, not ready until [`AppState::set_ready`].
+    /// A server for `model_name`, open to all (no API key), not ready until
+    /// [`AppState::set_ready`].
     pub fn new(model_name: impl Into<String>, max_body_bytes: usize) -> Self {
         let options = HttpOptions {
             max_body_bytes,
+            ..HttpOptions::default()
+        };
+        Self::with_options(model_name, options)
+    }
+
+    /// [`AppState::new`] whose routes need one of `auth`'s keys.
+    pub fn with_auth(
+        model_name: impl Into<String>,
+        max_body_bytes: usize,
+        auth: AuthConfig,
+    ) -> Self {
+        let options = HttpOptions {
+            max_body_bytes,
+            auth: Arc::new(auth),
             ..HttpOptions::default()
         };
         Self::with_options(model_name, options)
@@ -145,6 +164,11 @@ impl AppState {
     /// This server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The API keys and public paths, for the router's middleware.
+    pub fn auth(&self) -> Arc<AuthConfig> {
+        self.inner.options.auth.clone()
     }
 
     pub fn max_body_bytes(&self) -> usize {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::task::JoinError;
 
+use crate::api::auth::AuthConfig;
 use crate::api::{self, AppState, HttpOptions, Served};
 use crate::config::{EngineArgs, ModelArgs, ServerArgs};
 use crate::engine::{Engine, EngineError};
@@ -30,7 +31,7 @@ pub struct ServeArgs {
 /// Why `wick serve` could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The engine flags are out of range or contradict each other.
+    /// The engine flags are out of range or contradict each other, or the API keys are bad.
     #[error("{0}")]
     Config(String),
     #[error("starting the tokio runtime: {0}")]
@@ -80,6 +81,7 @@ fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeEr
         request_timeout: (args.request_timeout > 0)
             .then(|| Duration::from_secs(args.request_timeout)),
         cors_allow_origins: args.cors_allow_origin.clone(),
+        auth: std::sync::Arc::default(),
     })
 }
 
@@ -94,12 +96,12 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
 
 async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let config = args.engine.resolve().map_err(ServeError::Config)?;
+    let auth = args.server.auth().map_err(ServeError::Config)?;
     let name = args
         .server
         .served_model_name
         .clone()
         .unwrap_or_else(|| args.model.model.clone());
-    let state = AppState::with_options(name, http_options(&args.server)?);
     let addr = format!("{}:{}", args.server.host, args.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -108,6 +110,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
             source,
         })?;
     tracing::info!(%addr, "listening; loading the model");
+    log_auth(&auth, &listener);
+    let options = HttpOptions {
+        auth: std::sync::Arc::new(auth),
+        ..http_options(&args.server)?
+    };
+    let state = AppState::with_options(name, options);
     let grace = Duration::from_secs(args.server.drain_grace_secs);
     let server = tokio::spawn(api::serve(
         listener,
@@ -136,6 +144,19 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         .await
         .map_err(ServeError::ServerTask)?
         .map_err(ServeError::Serve)
+}
+
+/// Names the keys (never the keys); warns once when an open server listens beyond loopback.
+fn log_auth(auth: &AuthConfig, listener: &tokio::net::TcpListener) {
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    match (auth.is_open(), loopback) {
+        (false, _) => tracing::info!(keys = %auth.keys.names().join(", "), "API keys required"),
+        (true, false) => tracing::warn!(
+            "no API key configured and listening beyond loopback: anyone who reaches the port \
+             can use the server (see --api-key, --api-keys-file)"
+        ),
+        (true, true) => {}
+    }
 }
 
 async fn shutdown_signal() {

@@ -56,7 +56,11 @@ class Server:
 
     def client(self, **kw) -> openai.OpenAI:
         return openai.OpenAI(
-            base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=kw.pop("timeout", 300), **kw
+            base_url=f"{self.url}/v1",
+            api_key=kw.pop("api_key", "unused"),
+            max_retries=0,
+            timeout=kw.pop("timeout", 300),
+            **kw,
         )
 
     def raw(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
@@ -137,6 +141,17 @@ def small_server(tmp_path_factory):
         tmp_path_factory.mktemp("wick-small"),
         "--max-running", "1", "--max-queue", "1", "--max-body-bytes", "65536",
     )
+    yield s
+    s.stop()
+
+
+API_KEY = "sk-wick-e2e"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(tmp_path_factory):
+    """A server that needs the key `API_KEY` (`--api-key`)."""
+    s = start_server(tmp_path_factory.mktemp("wick-keyed"), "--api-key", API_KEY)
     yield s
     s.stop()
 

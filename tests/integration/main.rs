@@ -3,6 +3,7 @@
 
 mod api;
 mod api_scoring;
+mod auth;
 mod cli;
 mod common;
 mod constrained;
