@@ -203,28 +203,7 @@ async fn completion_stream_ends_with_finish_usage_and_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_mid_stream_frees_the_engine() {
     let server = tiny_server().await;
-    // A raw socket, closed by hand: the client really goes away.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = server.url.trim_start_matches("http://").to_string();
-    let mut sock = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    let body = json!({"prompt": [1, 2, 3], "max_tokens": 490, "n": 16, "stream": true,
-        // With logprobs every token is a chunk, even one the byte-level tokenizer holds back.
-        "logprobs": 1})
-    .to_string();
-    let req = format!(
-        "POST /v1/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(req.as_bytes()).await.expect("write");
-    let mut seen = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    while seen.windows(5).filter(|w| w == b"data:").count() < 3 {
-        let got = sock.read(&mut buf).await.expect("read");
-        assert!(got > 0, "the server closed early");
-        seen.extend_from_slice(&buf[..got]);
-    }
+    let (sock, seen) = crate::common::long_stream_socket(&server.url).await;
     assert!(seen.starts_with(b"HTTP/1.1 200"));
     drop(sock);
     let engine = server.state.engine().expect("ready").clone();

@@ -231,3 +231,32 @@ impl wick::model::CausalLm for Slow {
         self.inner.device()
     }
 }
+
+/// Opens a raw socket to `url`, starts a long streamed completion (16 choices x 490 tokens,
+/// every token a chunk), reads until three `data:` events came, and returns the socket (for the
+/// test to close by hand: the client really goes away) with what it read.
+pub async fn long_stream_socket(url: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let body = serde_json::json!({"prompt": [1, 2, 3], "max_tokens": 490, "n": 16,
+        "stream": true,
+        // With logprobs every token is a chunk, even one the byte-level tokenizer holds back.
+        "logprobs": 1})
+    .to_string();
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while seen.windows(5).filter(|w| w == b"data:").count() < 3 {
+        let got = sock.read(&mut buf).await.expect("read");
+        assert!(got > 0, "the server closed early");
+        seen.extend_from_slice(&buf[..got]);
+    }
+    (sock, seen)
+}

@@ -383,27 +383,7 @@ async fn metrics_running_gauge_follows_a_stream_to_its_end() {
 async fn metrics_running_gauge_drops_to_zero_after_a_cancelled_stream() {
     let server = tiny_server().await;
     let url = server.url.clone();
-    // A raw socket, closed by hand: the client really goes away.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = url.trim_start_matches("http://").to_string();
-    let mut sock = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    let body = json!({"prompt": [1, 2, 3], "max_tokens": 490, "n": 16, "stream": true,
-        "logprobs": 1})
-    .to_string();
-    let req = format!(
-        "POST /v1/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(req.as_bytes()).await.expect("write");
-    let mut seen = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    while seen.windows(5).filter(|w| w == b"data:").count() < 3 {
-        let got = sock.read(&mut buf).await.expect("read");
-        assert!(got > 0, "the server closed early");
-        seen.extend_from_slice(&buf[..got]);
-    }
+    let (sock, _) = crate::common::long_stream_socket(&url).await;
     wait_running(&url, "the stream", |v| v > 0.0).await;
     drop(sock);
     wait_running(&url, "0 after the cancel", |v| v == 0.0).await;
