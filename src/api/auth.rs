@@ -295,8 +295,11 @@ pub async fn require_key(
     };
     match key {
         Some(key) => {
-            req.extensions_mut().insert(key);
-            next.run(req).await
+            req.extensions_mut().insert(key.clone());
+            let mut resp = next.run(req).await;
+            // For the access log, which runs outside this middleware.
+            resp.extensions_mut().insert(key);
+            resp
         }
         None => {
             tracing::debug!(path = %req.uri().path(), "refused: wrong API key");

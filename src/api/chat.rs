@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
+use super::access::AccessNote;
 use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
@@ -21,6 +22,7 @@ use crate::tokenizer::Tokenizer;
 pub async fn handle(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
+    note: Option<Extension<AccessNote>>,
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
@@ -35,7 +37,7 @@ pub async fn handle(
     };
     let n = valid.request.n;
     let events = stream::merge(vec![served.engine.submit(valid.request)?]);
-    let recorder = ResponseRecorder::new(state.metrics().clone());
+    let recorder = ResponseRecorder::new(state.metrics().clone()).with_note(note.map(|n| n.0));
     let machine = ChatStream::new(meta, n, &valid.text);
     if valid.reply.stream {
         return Ok(stream::sse(machine, events, deadline, recorder));

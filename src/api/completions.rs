@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
+use super::access::AccessNote;
 use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
@@ -22,6 +23,7 @@ use crate::tokenizer::Tokenizer;
 pub async fn handle(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
+    note: Option<Extension<AccessNote>>,
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
@@ -48,7 +50,7 @@ pub async fn handle(
     }
     let machine = CompletionStream::new(meta, n, &rules, echoes);
     let events = stream::merge(streams);
-    let recorder = ResponseRecorder::new(state.metrics().clone());
+    let recorder = ResponseRecorder::new(state.metrics().clone()).with_note(note.map(|n| n.0));
     if valid.reply.stream {
         return Ok(stream::sse(machine, events, deadline, recorder));
     }

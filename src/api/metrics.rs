@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
+use super::access::AccessNote;
 use super::AppState;
 use crate::engine::{EngineStats, Event, FinishReason, Timings};
 
@@ -377,6 +378,8 @@ pub struct ResponseRecorder {
     metrics: std::sync::Arc<Metrics>,
     /// Open choices by (engine request, choice index).
     open: HashMap<(usize, usize), Choice>,
+    /// The request's access-log record, filled in beside the metrics.
+    note: Option<AccessNote>,
 }
 
 impl ResponseRecorder {
@@ -384,7 +387,14 @@ impl ResponseRecorder {
         Self {
             metrics,
             open: HashMap::new(),
+            note: None,
         }
+    }
+
+    /// Also fills in `note`, the request's access-log record.
+    pub fn with_note(mut self, note: Option<AccessNote>) -> Self {
+        self.note = note;
+        self
     }
 
     /// Records `event` of engine request `source`.
@@ -399,6 +409,11 @@ impl ResponseRecorder {
                 if c.tokens > 0 {
                     self.metrics.inter_token.record(now - c.last);
                 }
+                if let Some(n) = &self.note {
+                    n.update(|r| {
+                        r.first_token.get_or_insert(now);
+                    });
+                }
                 c.last = now;
                 c.tokens += 1;
             }
@@ -411,14 +426,37 @@ impl ResponseRecorder {
                 self.metrics.tokens(prompt, u.completion_tokens, cached);
                 self.metrics
                     .finished(finish.reason, &finish.timings, u.completion_tokens);
+                if let Some(n) = &self.note {
+                    n.update(|r| {
+                        r.prompt_tokens += prompt;
+                        r.cached_tokens += cached;
+                        r.completion_tokens += u.completion_tokens;
+                        r.finish_reasons.push(reason_name(finish.reason));
+                    });
+                }
             }
             Event::Failed { index, .. } => {
                 if let Some(c) = self.open.remove(&(source, *index)) {
                     self.metrics.tokens(0, c.tokens, 0);
+                    if let Some(n) = &self.note {
+                        n.update(|r| r.completion_tokens += c.tokens);
+                    }
+                }
+                if let Some(n) = &self.note {
+                    n.update(|r| r.finish_reasons.push("error"));
                 }
             }
             Event::PromptScores { .. } => {}
         }
+    }
+}
+
+/// A finish reason as the access log names it (the engine's, with a shutdown as such).
+fn reason_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Shutdown => "shutdown",
     }
 }
 
@@ -427,6 +465,9 @@ impl Drop for ResponseRecorder {
         let cut: usize = self.open.values().map(|c| c.tokens).sum();
         if cut > 0 {
             self.metrics.tokens(0, cut, 0);
+            if let Some(n) = &self.note {
+                n.update(|r| r.completion_tokens += cut);
+            }
         }
         // Histogram samples wait in lock-free buckets until drained: drain them once per
         // response, so a server nobody scrapes does not grow.

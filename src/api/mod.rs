@@ -14,6 +14,7 @@
 //! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
 //! `metrics`; the router serves it); `auth` is a middleware of the router.
 
+pub mod access;
 pub mod auth;
 pub mod chat;
 pub mod choice_text;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             auth,
             auth::require_key,
         ))
+        .layer(axum::middleware::from_fn(access::log))
         .layer(axum::middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(axum::middleware::from_fn_with_state(

@@ -91,7 +91,7 @@ def _json(body: bytes):
         return None
 
 
-def start_server(log_dir: pathlib.Path, *args: str) -> Server:
+def start_server(log_dir: pathlib.Path, *args: str, rust_log: str | None = None) -> Server:
     binary, model = wick_bin(), model_path()
     if not binary.exists():
         pytest.fail(f"wick binary missing at {binary}: build it (cargo test builds it) or set WICK_BIN")
@@ -99,7 +99,7 @@ def start_server(log_dir: pathlib.Path, *args: str) -> Server:
         pytest.fail(f"test model missing at {model}: run scripts/fetch-test-model.sh")
     port = free_port()
     log = log_dir / f"wick-{port}.log"
-    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "wick=warn"))
+    env = dict(os.environ, RUST_LOG=rust_log or os.environ.get("RUST_LOG", "wick=warn"))
     cmd = [
         str(binary), "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
         "--served-model-name", MODEL, "--kv-cache-memory", "256MiB", *args,

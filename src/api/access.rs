@@ -1,0 +1,146 @@
+//! The access log: one line per request, written when its response body is done (sent to the
+//! end, or dropped because the client left), so that a stream's line carries its tokens, its
+//! time to first token and its finish reasons. The `wick::access` target, at `info`; JSON with
+//! `--log-format json`. Runs on the connection's task; nothing here blocks.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+
+use super::auth::ApiKeyName;
+use super::RequestId;
+
+/// What a generating response adds to its line, filled in as its events pass.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    /// When the first token of any choice passed.
+    pub first_token: Option<Instant>,
+    /// Each finished choice's reason, as the engine gave it.
+    pub finish_reasons: Vec<&'static str>,
+}
+
+/// The shared record of one request, in its extensions (handlers hand it to the response's
+/// recorder).
+#[derive(Debug, Clone, Default)]
+pub struct AccessNote(Arc<Mutex<Record>>);
+
+impl AccessNote {
+    pub fn update(&self, f: impl FnOnce(&mut Record)) {
+        match self.0.lock() {
+            Ok(mut r) => f(&mut r),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn get(&self) -> Record {
+        match self.0.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The line of one request, written on drop.
+struct Line {
+    start: Instant,
+    request_id: String,
+    method: String,
+    path: String,
+    status: u16,
+    key: Option<Arc<str>>,
+    client: Option<SocketAddr>,
+    note: AccessNote,
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let r = self.note.get();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "wick::access",
+            request_id = %self.request_id,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            key = self.key.as_deref().unwrap_or("-"),
+            client = %self.client.map_or("-".to_string(), |c| c.to_string()),
+            prompt_tokens = r.prompt_tokens,
+            cached_tokens = r.cached_tokens,
+            completion_tokens = r.completion_tokens,
+            ttft_ms = r.first_token.map(|t| ms(t - self.start)),
+            duration_ms = ms(self.start.elapsed()),
+            finish_reason = %r.finish_reasons.join(","),
+            "request"
+        );
+    }
+}
+
+/// The response body, with the request's line written when it is done.
+struct Logged {
+    inner: Body,
+    _line: Line,
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The router's middleware: notes the request, and logs its line once its body is done. The
+/// key's name comes back from the auth middleware in the response's extensions.
+pub async fn log(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let note = AccessNote::default();
+    req.extensions_mut().insert(note.clone());
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(String::new, |r| r.0.clone());
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let line = Line {
+        start,
+        request_id,
+        method,
+        path,
+        status: resp.status().as_u16(),
+        key: resp
+            .extensions()
+            .get::<ApiKeyName>()
+            .map(|k| k.name.clone()),
+        client,
+        note,
+    };
+    let (parts, inner) = resp.into_parts();
+    Response::from_parts(parts, Body::new(Logged { inner, _line: line }))
+}
