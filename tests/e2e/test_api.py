@@ -290,11 +290,14 @@ def test_16_concurrent_streams_complete_and_equal_their_non_streamed_text(client
 
 
 def test_a_draining_server_answers_503(fresh_server):
+    """SIGTERM with a stream in flight: new requests get 503, the stream still runs to its
+    end, and the process exits 0 once it is done."""
     c = fresh_server.client()
     stream = c.completions.create(
-        model=MODEL, prompt="Tell me a story.", max_tokens=300, logit_bias=NO_EOS, stream=True
+        model=MODEL, prompt="Tell me a story.", max_tokens=120, logit_bias=NO_EOS, stream=True
     )
-    next(iter(stream))
+    chunks = iter(stream)
+    first = next(chunks)
     fresh_server.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 30
     while fresh_server.raw("GET", "/health")[0] != 503:
@@ -304,4 +307,9 @@ def test_a_draining_server_answers_503(fresh_server):
         c.completions.create(model=MODEL, prompt="hi", max_tokens=1)
     assert e.value.status_code == 503
     assert error_of(e.value)["code"] == "shutting_down"
-    stream.close()
+    rest = [ch for ch in chunks if ch.choices]
+    reasons = [ch.choices[0].finish_reason for ch in rest if ch.choices[0].finish_reason]
+    assert reasons == ["length"], "the in-flight stream ran to its end"
+    text = first.choices[0].text + "".join(ch.choices[0].text for ch in rest)
+    assert len(text) > 0
+    assert fresh_server.proc.wait(timeout=60) == 0, fresh_server.log.read_text()
