@@ -5,8 +5,9 @@
 //! hidden size: the vectors are not trained to be truncated.
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 
+use super::access::AccessNote;
 use super::error::ApiError;
 use super::extract::OpenAiJson;
 use super::openai::{EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, Vector};
@@ -14,6 +15,7 @@ use super::AppState;
 
 pub async fn handle(
     State(state): State<AppState>,
+    note: Option<Extension<AccessNote>>,
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
 ) -> Result<Json<EmbeddingResponse>, ApiError> {
     let limit = state.options().request_timeout;
@@ -22,6 +24,9 @@ pub async fn handle(
     let valid = super::blocking(move || validator.embeddings(&req)).await?;
     let pending = served.engine.embed(valid.inputs)?;
     let tokens = pending.tokens();
+    if let Some(Extension(n)) = &note {
+        n.update(|r| r.prompt_tokens = tokens);
+    }
     // Dropping this future (the client left, or the deadline passed) drops `pending`, which
     // cancels the job.
     let vectors = match limit {

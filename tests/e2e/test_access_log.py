@@ -78,3 +78,14 @@ def test_a_refused_key_is_logged_without_the_key(logged_server):
     line = access_line(logged_server, "access-401")
     assert line["status"] == 401 and line["key"] == "-"
     assert "sk-wrong" not in json.dumps(line)
+
+
+def test_an_embeddings_line_counts_its_input_tokens(logged_server):
+    client = logged_server.client(api_key=API_KEY)
+    r = client.embeddings.create(
+        model=MODEL, input=["a cat", "a dog sat"], extra_headers={"x-request-id": "access-embed"}
+    )
+    line = access_line(logged_server, "access-embed")
+    assert line["status"] == 200
+    assert line["prompt_tokens"] == r.usage.prompt_tokens > 0
+    assert line["completion_tokens"] == 0 and line["finish_reason"] == ""
