@@ -109,17 +109,25 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(config: EngineConfig, limits: ModelLimits, kv_cache_bytes: u64) -> Self {
+    /// What `model` over `cache` shares: the limits derive from both.
+    fn new<M: CausalLm>(config: EngineConfig, model: &M, cache: &KvCache) -> Self {
+        let limits = ModelLimits::new(
+            model.vocab_size(),
+            model.max_context(),
+            model.hidden_size(),
+            cache.num_blocks() * cache.block_size(),
+        );
         let counters = Counters::default();
-        let blocks = limits.kv_capacity_tokens / config.block_size.max(1);
-        counters.kv_blocks_total.store(blocks, Ordering::Relaxed);
+        counters
+            .kv_blocks_total
+            .store(cache.num_blocks(), Ordering::Relaxed);
         Self {
             queue: Admission::new(config.max_queue, config.max_queue_tokens),
             config,
             limits,
             counters,
             shutting_down: AtomicBool::new(false),
-            kv_cache_bytes,
+            kv_cache_bytes: cache.bytes() as u64,
             next_id: AtomicU64::new(0),
         }
     }
@@ -186,13 +194,7 @@ impl Engine {
             dtype: config.kv_dtype,
         };
         let cache = KvCache::new(shape, kv, model.device())?;
-        let limits = ModelLimits::new(
-            model.vocab_size(),
-            model.max_context(),
-            model.hidden_size(),
-            num_blocks * config.block_size,
-        );
-        let shared = Arc::new(Shared::new(config.clone(), limits, cache.bytes() as u64));
+        let shared = Arc::new(Shared::new(config.clone(), &model, &cache));
         tracing::info!(
             blocks = num_blocks,
             block_size = config.block_size,

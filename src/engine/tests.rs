@@ -34,13 +34,7 @@ fn worker<M: CausalLm>(model: M, blocks: usize, cfg: &EngineConfig) -> Worker<M>
         dtype: cfg.kv_dtype,
     };
     let cache = KvCache::new(model.kv_shape(), kv, model.device()).unwrap();
-    let limits = ModelLimits::new(
-        model.vocab_size(),
-        model.max_context(),
-        model.hidden_size(),
-        blocks * cfg.block_size,
-    );
-    let shared = Arc::new(Shared::new(cfg.clone(), limits, cache.bytes() as u64));
+    let shared = Arc::new(Shared::new(cfg.clone(), &model, &cache));
     Worker::new(model, cache, shared)
 }
 

@@ -154,11 +154,8 @@ impl<M: CausalLm> Worker<M> {
     /// Queues an embedding job.
     pub fn add_embed(&mut self, sub: EmbedSubmission) {
         let limits = &self.shared.limits;
-        self.embeds.push(
-            sub,
-            limits.vocab,
-            self.blocks.num_blocks() * self.blocks.block_size(),
-        );
+        self.embeds
+            .push(sub, limits.vocab, limits.kv_capacity_tokens);
     }
 
     /// `Some(k)` while `seq` still has prompt tokens to score.
