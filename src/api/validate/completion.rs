@@ -79,15 +79,9 @@ impl Validator {
         })
     }
 
-    /// Token ids with their text (for `echo`).
+    /// Token ids with their text (for `echo`; an id outside the vocabulary decodes to nothing,
+    /// and `request` refuses it).
     fn with_text(&self, ids: &[u32]) -> (Vec<u32>, String) {
-        let vocab = self.limits.vocab;
-        // Out-of-range ids are refused in `request`; decode only what the tokenizer knows.
-        let known: Vec<u32> = ids
-            .iter()
-            .copied()
-            .filter(|&t| (t as usize) < vocab)
-            .collect();
-        (ids.to_vec(), self.tokenizer.decode(&known, false))
+        (ids.to_vec(), self.tokenizer.decode(ids, false))
     }
 }
