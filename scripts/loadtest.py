@@ -17,6 +17,7 @@ import argparse
 import http.client
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -39,17 +40,20 @@ def percentile(values, q):
 
 
 class Client:
-    def __init__(self, url):
+    def __init__(self, url, api_key=None):
         u = urllib.parse.urlparse(url)
         self.host, self.port = u.hostname, u.port or 80
         self.base = u.path.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
 
     def conn(self):
         return http.client.HTTPConnection(self.host, self.port, timeout=600)
 
     def get(self, path):
         c = self.conn()
-        c.request("GET", self.base + path)
+        c.request("GET", self.base + path, headers=self.headers)
         r = c.getresponse()
         body = r.read()
         c.close()
@@ -57,7 +61,7 @@ class Client:
 
     def post_json(self, path, payload):
         c = self.conn()
-        c.request("POST", self.base + path, json.dumps(payload), {"Content-Type": "application/json"})
+        c.request("POST", self.base + path, json.dumps(payload), self.headers)
         r = c.getresponse()
         body = r.read()
         c.close()
@@ -96,7 +100,7 @@ def one_request(client, model, content, max_tokens):
         "POST",
         client.base + "/v1/chat/completions",
         json.dumps(payload),
-        {"Content-Type": "application/json"},
+        client.headers,
     )
     r = c.getresponse()
     if r.status != 200:
@@ -192,9 +196,10 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--requests", type=int, help="per level (default: 2 x concurrency, >= 4)")
     ap.add_argument("--json", metavar="PATH", help="also write the table's figures there as JSON")
+    ap.add_argument("--api-key", help="sent as Authorization: Bearer (default: $OPENAI_API_KEY)")
     a = ap.parse_args()
 
-    client = Client(a.url)
+    client = Client(a.url, a.api_key or os.environ.get("OPENAI_API_KEY"))
     # Wait for the server to finish loading (/health is 503 until then).
     deadline = time.time() + 300
     while True:

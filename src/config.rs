@@ -66,12 +66,24 @@ pub struct ServerArgs {
     )]
     pub api_keys: Vec<String>,
     /// A TOML file of keys: `[[keys]]` tables with `name`, `key` or `sha256` (hex of the key's
-    /// SHA-256), and `admin = true`.
+    /// SHA-256), `admin = true`, and the key's limits `requests_per_minute`,
+    /// `tokens_per_minute`, `max_concurrent_requests`.
     #[arg(long, env = "WICK_API_KEYS_FILE", value_name = "FILE")]
     pub api_keys_file: Option<std::path::PathBuf>,
     /// `/metrics` needs a key too (it is public otherwise, as `/health*` always is).
     #[arg(long, env = "WICK_METRICS_REQUIRE_KEY")]
     pub metrics_require_key: bool,
+    /// Most open client connections; past it new ones wait in the listen backlog until one
+    /// closes.
+    #[arg(long, env = "WICK_MAX_CONNECTIONS", default_value_t = crate::api::ConnLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and an idle kept-alive connection to
+    /// start its next request) before the connection is closed.
+    #[arg(long, env = "WICK_HEADER_READ_TIMEOUT", default_value_t = crate::api::ConnLimits::default().header_read_timeout.as_secs())]
+    pub header_read_timeout: u64,
+    /// Largest request head (request line and headers) in bytes; past it: 431.
+    #[arg(long, env = "WICK_MAX_HEADER_BYTES", default_value_t = crate::api::ConnLimits::default().max_header_bytes)]
+    pub max_header_bytes: usize,
 }
 
 impl std::fmt::Debug for ServerArgs {
@@ -91,6 +103,9 @@ impl std::fmt::Debug for ServerArgs {
             )
             .field("api_keys_file", &self.api_keys_file)
             .field("metrics_require_key", &self.metrics_require_key)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
             .finish()
     }
 }

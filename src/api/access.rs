@@ -43,7 +43,8 @@ impl AccessNote {
         }
     }
 
-    fn get(&self) -> Record {
+    /// A copy of the record as it stands.
+    pub fn get(&self) -> Record {
         match self.0.lock() {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

@@ -7,6 +7,7 @@
 //! digest compared with each configured digest in constant time (`subtle`); logs name a key by
 //! its `name` (from the file) or `sha256:` and the first 8 hex digits of its digest.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::limits::KeyLimits;
 
 /// A key's SHA-256.
 type KeyDigest = [u8; 32];
@@ -28,6 +30,7 @@ struct Entry {
     name: Arc<str>,
     digest: KeyDigest,
     admin: bool,
+    limits: KeyLimits,
 }
 
 /// The key a request was let in with, put into its extensions (absent when no key is
@@ -54,7 +57,8 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
-/// The keys file: `[[keys]]` tables of `name`, `key` or `sha256`, and `admin`.
+/// The keys file: `[[keys]]` tables of `name`, `key` or `sha256`, `admin`, and the limits
+/// `requests_per_minute`, `tokens_per_minute`, `max_concurrent_requests` (each optional, > 0).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
@@ -70,6 +74,9 @@ struct FileEntry {
     sha256: Option<String>,
     #[serde(default)]
     admin: bool,
+    requests_per_minute: Option<NonZeroU32>,
+    tokens_per_minute: Option<NonZeroU32>,
+    max_concurrent_requests: Option<NonZeroU32>,
 }
 
 impl ApiKeys {
@@ -89,6 +96,7 @@ impl ApiKeys {
                 name: short_name(&digest).into(),
                 digest,
                 admin: false,
+                limits: KeyLimits::default(),
             })
             .map_err(|e| format!("--api-key / WICK_API_KEYS #{}: {e}", i + 1))?;
         }
@@ -149,6 +157,17 @@ impl ApiKeys {
         self.entries.len()
     }
 
+    /// Each key's name and limits.
+    pub fn limits(&self) -> impl Iterator<Item = (Arc<str>, KeyLimits)> + '_ {
+        self.entries.iter().map(|e| (e.name.clone(), e.limits))
+    }
+
+    /// Sets the limits of the key named `name` (tests use a short window); false if none.
+    pub fn set_limits(&mut self, name: &str, limits: KeyLimits) -> bool {
+        let found = self.entries.iter_mut().find(|e| &*e.name == name);
+        found.map(|e| e.limits = limits).is_some()
+    }
+
     /// The keys' names, for the start-up log.
     pub fn names(&self) -> Vec<&str> {
         self.entries.iter().map(|e| &*e.name).collect()
@@ -189,6 +208,12 @@ fn file_entry(entry: FileEntry) -> Result<Entry, String> {
         name: entry.name.into(),
         digest,
         admin: entry.admin,
+        limits: KeyLimits {
+            requests_per_minute: entry.requests_per_minute,
+            tokens_per_minute: entry.tokens_per_minute,
+            max_concurrent_requests: entry.max_concurrent_requests,
+            ..KeyLimits::default()
+        },
     })
 }
 
@@ -349,6 +374,34 @@ mod tests {
     }
 
     #[test]
+    fn each_key_of_the_file_carries_its_limits() {
+        let keys = ApiKeys::from_toml(
+            "[[keys]]\nname = \"a\"\nkey = \"ka\"\nrequests_per_minute = 60\n\
+             tokens_per_minute = 90000\nmax_concurrent_requests = 4\n\
+             [[keys]]\nname = \"b\"\nkey = \"kb\"\n",
+        )
+        .unwrap();
+        let limits: Vec<_> = keys.limits().collect();
+        let a = limits[0].1;
+        assert_eq!(&*limits[0].0, "a");
+        assert_eq!(
+            (
+                a.requests_per_minute.map(|n| n.get()),
+                a.tokens_per_minute.map(|n| n.get()),
+                a.max_concurrent_requests.map(|n| n.get()),
+                a.window,
+            ),
+            (
+                Some(60),
+                Some(90000),
+                Some(4),
+                std::time::Duration::from_secs(60)
+            )
+        );
+        assert!(limits[1].1.is_unlimited());
+    }
+
+    #[test]
     fn bad_keys_are_refused_at_start() {
         assert!(ApiKeys::from_plain(&["a", " "]).unwrap_err().contains("#2"));
         assert!(ApiKeys::from_plain(&["a", "a"])
@@ -378,6 +431,14 @@ mod tests {
                 "keys[1] (name \"a\"): the name \"a\" is used twice",
             ),
             ("[[keys]\n", "line 1"),
+            (
+                "[[keys]]\nname = \"a\"\nkey = \"k\"\ntokens_per_minute = 0\n",
+                "line 4",
+            ),
+            (
+                "[[keys]]\nname = \"a\"\nkey = \"k\"\nmax_concurrent_requests = -1\n",
+                "line 4",
+            ),
         ];
         for (text, want) in cases {
             let e = ApiKeys::from_toml(text).unwrap_err();

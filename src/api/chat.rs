@@ -11,6 +11,7 @@ use super::access::AccessNote;
 use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
+use super::limits::{self, Budget};
 use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
@@ -23,6 +24,7 @@ pub async fn handle(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     note: Option<Extension<AccessNote>>,
+    budget: Option<Extension<Budget>>,
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
@@ -36,6 +38,7 @@ pub async fn handle(
         prompt_tokens: valid.request.prompt.len(),
     };
     let n = valid.request.n;
+    limits::reserve(budget.as_ref().map(|b| &b.0), valid.request.token_budget())?;
     let events = stream::merge(vec![served.engine.submit(valid.request)?]);
     let recorder = ResponseRecorder::new(state.metrics().clone()).with_note(note.map(|n| n.0));
     let machine = ChatStream::new(meta, n, &valid.text);

@@ -12,6 +12,7 @@ use super::access::AccessNote;
 use super::choice_text::{ChoiceText, Piece, Step};
 use super::error::ApiError;
 use super::extract::OpenAiJson;
+use super::limits::{self, Budget};
 use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
@@ -24,6 +25,7 @@ pub async fn handle(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
     note: Option<Extension<AccessNote>>,
+    budget: Option<Extension<Budget>>,
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
@@ -31,6 +33,8 @@ pub async fn handle(
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.completion(req)).await?;
     let n = valid.prompts.first().map_or(1, |p| p.request.n);
+    let size = valid.prompts.iter().map(|p| p.request.token_budget()).sum();
+    limits::reserve(budget.as_ref().map(|b| &b.0), size)?;
     let meta = Meta {
         header: state.header(format!("cmpl-{}", rid.0), "text_completion"),
         tokenizer: served.validator.tokenizer().clone(),

@@ -10,18 +10,22 @@ use axum::{Extension, Json};
 use super::access::AccessNote;
 use super::error::ApiError;
 use super::extract::OpenAiJson;
+use super::limits::{self, Budget};
 use super::openai::{EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, Vector};
 use super::AppState;
 
 pub async fn handle(
     State(state): State<AppState>,
     note: Option<Extension<AccessNote>>,
+    budget: Option<Extension<Budget>>,
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
 ) -> Result<Json<EmbeddingResponse>, ApiError> {
     let limit = state.options().request_timeout;
     let served = state.served()?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.embeddings(&req)).await?;
+    let size = valid.inputs.iter().map(Vec::len).sum();
+    limits::reserve(budget.as_ref().map(|b| &b.0), size)?;
     let pending = served.engine.embed(valid.inputs)?;
     let tokens = pending.tokens();
     if let Some(Extension(n)) = &note {

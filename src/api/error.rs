@@ -39,6 +39,14 @@ pub enum ApiError {
     /// The admission queue is full.
     #[error("{0}")]
     QueueFull(String),
+    /// The request's API key is past one of its limits; `kind` is OpenAI's error type for it
+    /// (`requests` or `tokens`); `retry_after`: when a retry can pass (`None`: never as sent).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        kind: &'static str,
+        retry_after: Option<std::time::Duration>,
+    },
     /// The model is still loading.
     #[error("the model is loading; retry shortly")]
     Loading,
@@ -91,6 +99,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 Some("queue_full"),
+            ),
+            ApiError::RateLimited { kind, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                kind,
+                Some("rate_limit_exceeded"),
             ),
             ApiError::Loading => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -153,9 +166,22 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _, _) = self.parts();
         let mut resp = (status, axum::Json(self.body())).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        let retry = match &self {
+            ApiError::RateLimited { retry_after, .. } => *retry_after,
+            _ if status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                Some(std::time::Duration::from_secs(RETRY_AFTER_SECS))
+            }
+            _ => None,
+        };
+        if let Some(d) = retry {
+            // Whole seconds (rounded up) for HTTP; milliseconds for the OpenAI clients, which
+            // read `retry-after-ms` first.
+            let ms = d.as_millis().max(1) as u64;
+            let h = resp.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+            h.insert("retry-after-ms", HeaderValue::from(ms));
         }
         resp
     }
@@ -194,6 +220,15 @@ mod tests {
                 Some("request_too_large"),
             ),
             (ApiError::QueueFull("x".into()), 429, Some("queue_full")),
+            (
+                ApiError::RateLimited {
+                    message: "x".into(),
+                    kind: "tokens",
+                    retry_after: None,
+                },
+                429,
+                Some("rate_limit_exceeded"),
+            ),
             (ApiError::Loading, 503, Some("model_loading")),
             (ApiError::Draining, 503, Some("shutting_down")),
             (

@@ -77,6 +77,19 @@ const COUNTERS: &[(&str, &str)] = &[
         "HTTP requests by route and status.",
     ),
     (
+        "wick_key_requests_total",
+        "Requests let in, by API key name.",
+    ),
+    (
+        "wick_key_tokens_total",
+        "Tokens of requests let in, by API key name and kind (prompt, completion).",
+    ),
+    (
+        "wick_rate_limited_total",
+        "Requests refused with 429 by a key's limit, by key name and limit \
+         (requests, tokens, concurrency).",
+    ),
+    (
         "wick_prompt_tokens_total",
         "Prompt tokens of finished requests.",
     ),
@@ -253,6 +266,29 @@ impl Metrics {
         ];
         self.counter("wick_http_requests_total", labels)
             .increment(1);
+    }
+
+    /// Counts a request of key `key` with its tokens, once its response is done.
+    pub fn key_request(&self, key: &str, prompt: usize, completion: usize) {
+        let name = || Label::new("key", key.to_string());
+        self.counter("wick_key_requests_total", vec![name()])
+            .increment(1);
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            self.counter(
+                "wick_key_tokens_total",
+                vec![name(), Label::new("kind", kind)],
+            )
+            .increment(n as u64);
+        }
+    }
+
+    /// Counts a 429 of key `key`'s `limit` (requests, tokens, concurrency).
+    pub fn rate_limited(&self, key: &str, limit: &'static str) {
+        let labels = vec![
+            Label::new("key", key.to_string()),
+            Label::new("limit", limit),
+        ];
+        self.counter("wick_rate_limited_total", labels).increment(1);
     }
 
     fn tokens(&self, prompt: usize, generated: usize, cached: usize) {

@@ -12,7 +12,8 @@
 //! Layers, each using only those before it: `openai` (wire types) -> `validate` ->
 //! `stop`, `tool_parse`, `logprobs` -> `choice_text` -> `stream` -> the route files ->
 //! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
-//! `metrics`; the router serves it); `auth` is a middleware of the router.
+//! `metrics`; the router serves it); `auth` and `limits` are middlewares of the router
+//! (handlers reserve tokens with [`limits::reserve`]).
 
 pub mod access;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod logprobs;
 pub mod metrics;
 pub mod models;
@@ -44,13 +46,14 @@ use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use error::ApiError;
-pub use serve::serve;
+pub use serve::{serve, ConnLimits};
 pub use state::{unix_now, AppState, HttpOptions, Served};
 
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
 /// The routes, with body limit, API keys ([`auth::require_key`], before any body is read),
+/// per-key limits ([`limits::enforce`], inside it),
 /// panic catching, `x-request-id`, request counting (outside those, so that a caught panic's
 /// 500 and a 401 are counted too) and, when origins are configured, CORS.
 pub fn router(state: AppState) -> Router {
@@ -75,6 +78,10 @@ pub fn router(state: AppState) -> Router {
             r
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_key,

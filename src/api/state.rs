@@ -1,6 +1,6 @@
 //! [`AppState`], shared by every handler: the served model name, readiness, draining, the HTTP
-//! options (the API keys among them), the server's own [`Metrics`], and once loaded the
-//! [`Served`] model (its engine and its request [`Validator`]).
+//! options (the API keys among them), the server's own [`Metrics`], the keys' [`Limiters`],
+//! and once loaded the [`Served`] model (its engine and its request [`Validator`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::auth::AuthConfig;
 use super::error::ApiError;
+use super::limits::Limiters;
 use super::metrics::Metrics;
 use super::openai::ResponseHeader;
 use super::validate::Validator;
@@ -60,6 +61,8 @@ pub struct HttpOptions {
     pub cors_allow_origins: Vec<String>,
     /// The API keys (none: open) and which paths stay public.
     pub auth: Arc<AuthConfig>,
+    /// Limits on client connections (used by [`super::serve`]).
+    pub connections: super::ConnLimits,
 }
 
 impl Default for HttpOptions {
@@ -69,6 +72,7 @@ impl Default for HttpOptions {
             request_timeout: None,
             cors_allow_origins: Vec::new(),
             auth: Arc::default(),
+            connections: super::ConnLimits::default(),
         }
     }
 }
@@ -82,6 +86,8 @@ struct Inner {
     created: u64,
     /// This server's metrics (per server: tests run several in one process).
     metrics: Arc<Metrics>,
+    /// The per-key limits' live state.
+    limiters: Limiters,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -121,6 +127,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(&model_name)),
+                limiters: Limiters::new(&options.auth.keys),
                 model_name,
                 served: OnceLock::new(),
                 draining: AtomicBool::new(false),
@@ -164,6 +171,11 @@ impl AppState {
     /// This server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// Each limited key's buckets, for the limits middleware.
+    pub fn limiters(&self) -> &Limiters {
+        &self.inner.limiters
     }
 
     /// The API keys and public paths, for the router's middleware.

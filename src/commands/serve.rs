@@ -62,6 +62,12 @@ pub enum ServeError {
 
 /// The HTTP options of `args`, checked.
 fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeError> {
+    if args.max_connections == 0 || args.header_read_timeout == 0 || args.max_header_bytes < 1024 {
+        return Err(ServeError::Config(
+            "--max-connections and --header-read-timeout must be > 0, --max-header-bytes >= 1024"
+                .into(),
+        ));
+    }
     for o in args.cors_allow_origin.iter().filter(|o| *o != "*") {
         // An origin is scheme://host[:port]: no path, no spaces.
         let host = o
@@ -82,6 +88,11 @@ fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeEr
             .then(|| Duration::from_secs(args.request_timeout)),
         cors_allow_origins: args.cors_allow_origin.clone(),
         auth: std::sync::Arc::default(),
+        connections: api::ConnLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout),
+            max_header_bytes: args.max_header_bytes,
+        },
     })
 }
 

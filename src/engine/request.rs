@@ -35,6 +35,11 @@ pub struct ValidRequest {
 }
 
 impl ValidRequest {
+    /// The most tokens this request can count: its prompt and `n` choices of `max_tokens`.
+    pub fn token_budget(&self) -> usize {
+        self.prompt.len() + self.n * self.max_tokens
+    }
+
     /// A greedy single-choice request.
     pub fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Self {
         Self {

@@ -58,7 +58,7 @@ class Server:
         return openai.OpenAI(
             base_url=f"{self.url}/v1",
             api_key=kw.pop("api_key", "unused"),
-            max_retries=0,
+            max_retries=kw.pop("max_retries", 0),
             timeout=kw.pop("timeout", 300),
             **kw,
         )

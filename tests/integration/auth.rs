@@ -257,8 +257,8 @@ fn wick_serve_refuses_a_bad_keys_file_naming_file_and_field() {
     let cases = [
         (
             "limits.toml",
-            "[[keys]]\nname = \"a\"\nkey = \"k\"\nrequests_per_minute = 60\n",
-            "`requests_per_minute`",
+            "[[keys]]\nname = \"a\"\nkey = \"k\"\nrequests_per_minute = 0\n",
+            "line 4",
         ),
         (
             "short.toml",

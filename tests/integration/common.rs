@@ -82,13 +82,12 @@ impl TestServer {
             .expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = wick::api::router(state.clone());
+        // The server's own accept loop, with its connection limits.
+        let serving = wick::api::serve(listener, state.clone(), async {
+            let _ = rx.await;
+        });
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            let _ = serving.await;
         });
         Self {
             url,
