@@ -72,6 +72,12 @@ pub struct ServerArgs {
     /// `/metrics` needs a key too (it is public otherwise, as `/health*` always is).
     #[arg(long, env = "WICK_METRICS_REQUIRE_KEY")]
     pub metrics_require_key: bool,
+    /// Export a span per request, with queue, prefill and decode children, by OTLP over
+    /// HTTP/protobuf to this collector URL (`http://host:4318` gets `/v1/traces`). Off unless
+    /// this or the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// is set; the service name is `OTEL_SERVICE_NAME` (default `wick`).
+    #[arg(long, env = "WICK_OTLP_TRACES_ENDPOINT", value_name = "URL")]
+    pub otlp_traces_endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for ServerArgs {
@@ -91,6 +97,7 @@ impl std::fmt::Debug for ServerArgs {
             )
             .field("api_keys_file", &self.api_keys_file)
             .field("metrics_require_key", &self.metrics_require_key)
+            .field("otlp_traces_endpoint", &self.otlp_traces_endpoint)
             .finish()
     }
 }
@@ -352,6 +359,10 @@ mod tests {
         assert_eq!(s.drain_grace_secs, 30);
         assert!(s.api_keys.is_empty() && s.api_keys_file.is_none() && !s.metrics_require_key);
         assert!(s.auth().unwrap().is_open());
+        assert_eq!(s.otlp_traces_endpoint, None);
+        let s = T::parse_from(["t", "--otlp-traces-endpoint", "http://c:4318"]).s;
+        assert_eq!(s.otlp_traces_endpoint.as_deref(), Some("http://c:4318"));
+        assert!(format!("{s:?}").contains("http://c:4318"));
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub async fn handle(
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.completion(req)).await?;
     let n = valid.prompts.first().map_or(1, |p| p.request.n);
+    if let (Some(Extension(note)), Some(p)) = (&note, valid.prompts.first()) {
+        note.update(|r| r.max_tokens = Some(p.request.max_tokens));
+    }
     let meta = Meta {
         header: state.header(format!("cmpl-{}", rid.0), "text_completion"),
         tokenizer: served.validator.tokenizer().clone(),

@@ -60,6 +60,8 @@ pub struct HttpOptions {
     pub cors_allow_origins: Vec<String>,
     /// The API keys (none: open) and which paths stay public.
     pub auth: Arc<AuthConfig>,
+    /// Where each request's span goes (`api::trace`); `None`: tracing off.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl Default for HttpOptions {
@@ -69,6 +71,7 @@ impl Default for HttpOptions {
             request_timeout: None,
             cors_allow_origins: Vec::new(),
             auth: Arc::default(),
+            tracer: None,
         }
     }
 }

@@ -13,3 +13,4 @@ mod metrics;
 mod model_reference;
 mod tokenize_api;
 mod tokenizer_reference;
+mod traces;
