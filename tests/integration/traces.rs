@@ -94,6 +94,13 @@ fn text(span: &SpanData, key: &str) -> String {
 
 /// A server whose spans go to the returned exporter.
 async fn traced_server() -> (TestServer, Caught, SdkTracerProvider) {
+    let (server, caught, provider) = traced_server_loading().await;
+    server.state.set_ready(tiny_served(tiny_config()));
+    (server, caught, provider)
+}
+
+/// [`traced_server`] before its model is loaded (every generating route: 503).
+async fn traced_server_loading() -> (TestServer, Caught, SdkTracerProvider) {
     let caught = Caught::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(caught.clone())
@@ -103,7 +110,6 @@ async fn traced_server() -> (TestServer, Caught, SdkTracerProvider) {
         ..HttpOptions::default()
     };
     let state = AppState::with_options("tiny", options);
-    state.set_ready(tiny_served(tiny_config()));
     (TestServer::start(state).await, caught, provider)
 }
 
@@ -277,5 +283,26 @@ async fn other_routes_get_plain_spans_and_probes_none() {
         ["GET /v1/models"],
         "no span for /health or /metrics"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_sets_the_span_status_to_error_and_reports_no_usage() {
+    let (server, caught, _provider) = traced_server_loading().await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 503, "still loading");
+    let trace = caught.trace_of("chat tiny").await;
+    let spans = caught.trace(trace).await;
+    assert_eq!(spans.len(), 1, "no engine request, no phases: {spans:?}");
+    let s = &spans[0];
+    assert_eq!(int(s, "http.response.status_code"), 503);
+    assert!(matches!(s.status, Status::Error { .. }), "{:?}", s.status);
+    assert!(attr(s, "gen_ai.usage.input_tokens").is_none());
+    assert_eq!(text(s, "gen_ai.operation.name"), "chat");
     server.stop().await;
 }
