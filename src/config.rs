@@ -84,6 +84,12 @@ pub struct ServerArgs {
     /// Largest request head (request line and headers) in bytes; past it: 431.
     #[arg(long, env = "WICK_MAX_HEADER_BYTES", default_value_t = crate::api::ConnLimits::default().max_header_bytes)]
     pub max_header_bytes: usize,
+    /// Export a span per request, with queue, prefill and decode children, by OTLP over
+    /// HTTP/protobuf to this collector URL (`http://host:4318` gets `/v1/traces`). Off unless
+    /// this or the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// is set; the service name is `OTEL_SERVICE_NAME` (default `wick`).
+    #[arg(long, env = "WICK_OTLP_TRACES_ENDPOINT", value_name = "URL")]
+    pub otlp_traces_endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for ServerArgs {
@@ -106,6 +112,7 @@ impl std::fmt::Debug for ServerArgs {
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
+            .field("otlp_traces_endpoint", &self.otlp_traces_endpoint)
             .finish()
     }
 }
@@ -367,6 +374,10 @@ mod tests {
         assert_eq!(s.drain_grace_secs, 30);
         assert!(s.api_keys.is_empty() && s.api_keys_file.is_none() && !s.metrics_require_key);
         assert!(s.auth().unwrap().is_open());
+        assert_eq!(s.otlp_traces_endpoint, None);
+        let s = T::parse_from(["t", "--otlp-traces-endpoint", "http://c:4318"]).s;
+        assert_eq!(s.otlp_traces_endpoint.as_deref(), Some("http://c:4318"));
+        assert!(format!("{s:?}").contains("http://c:4318"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod kernels;
 pub mod model;
 /// Logits -> token: the sampler, its processors and logprobs. Pure; depends on nothing.
 pub mod sampling;
-/// Logging set-up.
+/// Logging set-up and the OpenTelemetry tracer provider (OTLP export) of `wick serve`.
 pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.
 pub mod tokenizer;

@@ -1,7 +1,9 @@
 //! The access log: one line per request, written when its response body is done (sent to the
 //! end, or dropped because the client left), so that a stream's line carries its tokens, its
 //! time to first token and its finish reasons. The `wick::access` target, at `info`; JSON with
-//! `--log-format json`. Runs on the connection's task; nothing here blocks.
+//! `--log-format json`. The request's trace ([`super::trace`]) starts and ends here too, from
+//! the same record, and the line names its trace id. Runs on the connection's task; nothing
+//! here blocks.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,13 +12,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
 use super::auth::ApiKeyName;
-use super::RequestId;
+use super::trace::{ChoiceTimes, RequestTrace};
+use super::{AppState, RequestId};
 
 /// What a generating response adds to its line, filled in as its events pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub struct Record {
     pub first_token: Option<Instant>,
     /// Each finished choice's reason, as the engine gave it.
     pub finish_reasons: Vec<&'static str>,
+    /// The `max_tokens` the engine got (the request's, or the default), for the trace.
+    pub max_tokens: Option<usize>,
+    /// Each finished choice's engine timings, for the trace's queue / prefill / decode spans.
+    pub choices: Vec<ChoiceTimes>,
 }
 
 /// The shared record of one request, in its extensions (handlers hand it to the response's
@@ -62,15 +69,22 @@ struct Line {
     key: Option<Arc<str>>,
     client: Option<SocketAddr>,
     note: AccessNote,
+    /// Taken when the line is written.
+    trace: Option<RequestTrace>,
 }
 
 impl Drop for Line {
     fn drop(&mut self) {
         let r = self.note.get();
+        let trace = self.trace.take();
+        let trace_id = trace
+            .as_ref()
+            .map_or_else(|| "-".into(), RequestTrace::trace_id);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
             target: "wick::access",
             request_id = %self.request_id,
+            trace_id = %trace_id,
             method = %self.method,
             path = %self.path,
             status = self.status,
@@ -84,6 +98,9 @@ impl Drop for Line {
             finish_reason = %r.finish_reasons.join(","),
             "request"
         );
+        if let Some(t) = trace {
+            t.end(self.status, &r);
+        }
     }
 }
 
@@ -113,10 +130,17 @@ impl http_body::Body for Logged {
     }
 }
 
-/// The router's middleware: notes the request, and logs its line once its body is done. The
-/// key's name comes back from the auth middleware in the response's extensions.
-pub async fn log(mut req: Request, next: Next) -> Response {
+/// The router's middleware: notes the request, starts its trace, and logs its line (and ends
+/// the trace) once its body is done. The key's name comes back from the auth middleware in the
+/// response's extensions.
+pub async fn log(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let trace = RequestTrace::start(
+        state.options().tracer.as_ref(),
+        &req,
+        state.model_name(),
+        start,
+    );
     let note = AccessNote::default();
     req.extensions_mut().insert(note.clone());
     let request_id = req
@@ -141,6 +165,7 @@ pub async fn log(mut req: Request, next: Next) -> Response {
             .map(|k| k.name.clone()),
         client,
         note,
+        trace: Some(trace),
     };
     let (parts, inner) = resp.into_parts();
     Response::from_parts(parts, Body::new(Logged { inner, _line: line }))

@@ -31,6 +31,9 @@ pub async fn handle(
     let served = state.served()?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.chat(req)).await?;
+    if let Some(Extension(note)) = &note {
+        note.update(|r| r.max_tokens = Some(valid.request.max_tokens));
+    }
     let meta = Meta {
         header: state.header(format!("chatcmpl-{}", rid.0), "chat.completion.chunk"),
         tokenizer: served.validator.tokenizer().clone(),

@@ -35,6 +35,9 @@ pub async fn handle(
     let n = valid.prompts.first().map_or(1, |p| p.request.n);
     let size = valid.prompts.iter().map(|p| p.request.token_budget()).sum();
     limits::reserve(budget.as_ref().map(|b| &b.0), size)?;
+    if let (Some(Extension(note)), Some(p)) = (&note, valid.prompts.first()) {
+        note.update(|r| r.max_tokens = Some(p.request.max_tokens));
+    }
     let meta = Meta {
         header: state.header(format!("cmpl-{}", rid.0), "text_completion"),
         tokenizer: served.validator.tokenizer().clone(),

@@ -23,6 +23,7 @@ use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use super::access::AccessNote;
+use super::trace::ChoiceTimes;
 use super::AppState;
 use crate::engine::{EngineStats, Event, FinishReason, Timings};
 
@@ -468,6 +469,12 @@ impl ResponseRecorder {
                         r.cached_tokens += cached;
                         r.completion_tokens += u.completion_tokens;
                         r.finish_reasons.push(reason_name(finish.reason));
+                        r.choices.push(ChoiceTimes {
+                            request: source,
+                            index: *index,
+                            timings: finish.timings,
+                            seen: Instant::now(),
+                        });
                     });
                 }
             }

@@ -35,6 +35,7 @@ pub mod stop;
 pub mod stream;
 pub mod tokenize;
 pub mod tool_parse;
+pub mod trace;
 pub mod validate;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -86,7 +87,10 @@ pub fn router(state: AppState) -> Router {
             auth,
             auth::require_key,
         ))
-        .layer(axum::middleware::from_fn(access::log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::log,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(axum::middleware::from_fn_with_state(

@@ -63,6 +63,8 @@ pub struct HttpOptions {
     pub auth: Arc<AuthConfig>,
     /// Limits on client connections (used by [`super::serve`]).
     pub connections: super::ConnLimits,
+    /// Where each request's span goes (`api::trace`); `None`: tracing off.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl Default for HttpOptions {
@@ -73,6 +75,7 @@ impl Default for HttpOptions {
             cors_allow_origins: Vec::new(),
             auth: Arc::default(),
             connections: super::ConnLimits::default(),
+            tracer: None,
         }
     }
 }

@@ -93,19 +93,36 @@ fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeEr
             header_read_timeout: Duration::from_secs(args.header_read_timeout),
             max_header_bytes: args.max_header_bytes,
         },
+        tracer: None,
     })
 }
 
-/// Runs the server until a shutdown signal.
+/// Runs the server until a shutdown signal. The tracer provider (when tracing is configured)
+/// is built before the runtime and shut down after it, once the drained connections have
+/// ended their spans.
 pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    let provider = crate::telemetry::traces(args.server.otlp_traces_endpoint.as_deref())
+        .map_err(ServeError::Config)?;
+    let tracer = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        p.tracer("wick")
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    rt.block_on(serve(args))
+    let result = rt.block_on(serve(args, tracer));
+    drop(rt);
+    if let Some(p) = provider {
+        crate::telemetry::shutdown_traces(&p);
+    }
+    result
 }
 
-async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
+async fn serve(
+    args: &ServeArgs,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Result<(), ServeError> {
     let config = args.engine.resolve().map_err(ServeError::Config)?;
     let auth = args.server.auth().map_err(ServeError::Config)?;
     let name = args
@@ -122,8 +139,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         })?;
     tracing::info!(%addr, "listening; loading the model");
     log_auth(&auth, &listener);
+    if tracer.is_some() {
+        tracing::info!("exporting request traces (OTLP over HTTP)");
+    }
     let options = HttpOptions {
         auth: std::sync::Arc::new(auth),
+        tracer,
         ..http_options(&args.server)?
     };
     let state = AppState::with_options(name, options);
