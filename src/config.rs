@@ -1,6 +1,7 @@
 //! Command-line groups shared by the commands, and their validation: `ModelArgs` (which model,
 //! which device), `EngineArgs` -> `EngineConfig`, `ServerArgs` (the HTTP listener),
-//! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`; `ServerArgs::auth` -> the API keys. Every flag has a doc line that
+//! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`; `ServerArgs::auth` -> the API keys,
+//! `ServerArgs::data_dir` -> where `wick.db` lives. Every flag has a doc line that
 //! `--help` shows; the engine and server flags also have a `WICK_` environment variable.
 //! Parsed on the main thread before any command runs; nothing here loads or runs anything.
 
@@ -84,6 +85,10 @@ pub struct ServerArgs {
     /// Largest request head (request line and headers) in bytes; past it: 431.
     #[arg(long, env = "WICK_MAX_HEADER_BYTES", default_value_t = crate::api::ConnLimits::default().max_header_bytes)]
     pub max_header_bytes: usize,
+    /// Where the server keeps its database (`wick.db`: usage statistics). Default: the
+    /// platform's data directory + `wick` (`~/.local/share/wick` on Linux).
+    #[arg(long, env = "WICK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ServerArgs {
@@ -106,6 +111,7 @@ impl std::fmt::Debug for ServerArgs {
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
+            .field("data_dir", &self.data_dir)
             .finish()
     }
 }
@@ -367,6 +373,13 @@ mod tests {
         assert_eq!(s.drain_grace_secs, 30);
         assert!(s.api_keys.is_empty() && s.api_keys_file.is_none() && !s.metrics_require_key);
         assert!(s.auth().unwrap().is_open());
+        assert_eq!(s.data_dir, None);
+        let s = T::parse_from(["t", "--data-dir", "/srv/wick"]).s;
+        assert_eq!(
+            s.data_dir.as_deref(),
+            Some(std::path::Path::new("/srv/wick"))
+        );
+        assert!(format!("{s:?}").contains("/srv/wick"));
     }
 
     #[test]

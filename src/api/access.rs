@@ -1,7 +1,9 @@
 //! The access log: one line per request, written when its response body is done (sent to the
 //! end, or dropped because the client left), so that a stream's line carries its tokens, its
 //! time to first token and its finish reasons. The `wick::access` target, at `info`; JSON with
-//! `--log-format json`. Runs on the connection's task; nothing here blocks.
+//! `--log-format json`. The same moment, a model route's request hands its usage row to the
+//! usage writer's queue ([`crate::store::UsageLog::push`], which never blocks). Runs on the
+//! connection's task; nothing here blocks.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,13 +12,23 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
 use super::auth::ApiKeyName;
-use super::RequestId;
+use super::{AppState, RequestId};
+use crate::store::{UsageLog, UsageRow};
+
+/// The routes that run the model: their requests get a usage row (health checks, scrapes,
+/// model lists and tokenizer calls do not).
+pub const USAGE_ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+];
 
 /// What a generating response adds to its line, filled in as its events pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -62,12 +74,48 @@ struct Line {
     key: Option<Arc<str>>,
     client: Option<SocketAddr>,
     note: AccessNote,
+    /// Where the usage row goes, and the model it names; `None` off the model routes or
+    /// when usage is not recorded.
+    usage: Option<(UsageLog, String)>,
+    /// Arrival, unix seconds (the usage row's time).
+    arrived: i64,
+}
+
+impl Line {
+    /// The usage row of this request, pushed to the writer's queue. A refused key's 401 is
+    /// nobody's usage and gets none.
+    fn push_usage(&self, r: &Record, duration_ms: f64, ttft_ms: Option<f64>) {
+        let Some((log, model)) = &self.usage else {
+            return;
+        };
+        if self.status == 401 {
+            return;
+        }
+        log.push(UsageRow {
+            ts: self.arrived,
+            request_id: self.request_id.clone(),
+            key: self.key.clone(),
+            route: self.path.clone(),
+            model: model.clone(),
+            status: self.status,
+            prompt_tokens: r.prompt_tokens as u64,
+            cached_tokens: r.cached_tokens as u64,
+            completion_tokens: r.completion_tokens as u64,
+            duration_ms,
+            ttft_ms,
+            finish_reasons: r.finish_reasons.join(","),
+        });
+    }
 }
 
 impl Drop for Line {
     fn drop(&mut self) {
         let r = self.note.get();
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let (ttft_ms, duration_ms) = (
+            r.first_token.map(|t| ms(t - self.start)),
+            ms(self.start.elapsed()),
+        );
         tracing::info!(
             target: "wick::access",
             request_id = %self.request_id,
@@ -79,11 +127,12 @@ impl Drop for Line {
             prompt_tokens = r.prompt_tokens,
             cached_tokens = r.cached_tokens,
             completion_tokens = r.completion_tokens,
-            ttft_ms = r.first_token.map(|t| ms(t - self.start)),
-            duration_ms = ms(self.start.elapsed()),
+            ttft_ms,
+            duration_ms,
             finish_reason = %r.finish_reasons.join(","),
             "request"
         );
+        self.push_usage(&r, duration_ms, ttft_ms);
     }
 }
 
@@ -113,10 +162,12 @@ impl http_body::Body for Logged {
     }
 }
 
-/// The router's middleware: notes the request, and logs its line once its body is done. The
-/// key's name comes back from the auth middleware in the response's extensions.
-pub async fn log(mut req: Request, next: Next) -> Response {
+/// The router's middleware: notes the request, and logs its line (and queues its usage row)
+/// once its body is done. The key's name comes back from the auth middleware in the
+/// response's extensions.
+pub async fn log(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let arrived = super::unix_now() as i64;
     let note = AccessNote::default();
     req.extensions_mut().insert(note.clone());
     let request_id = req
@@ -128,6 +179,12 @@ pub async fn log(mut req: Request, next: Next) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let usage = match state.options().usage.as_ref() {
+        Some(log) if USAGE_ROUTES.contains(&path.as_str()) => {
+            Some((log.clone(), state.model_name().to_string()))
+        }
+        _ => None,
+    };
     let resp = next.run(req).await;
     let line = Line {
         start,
@@ -141,6 +198,8 @@ pub async fn log(mut req: Request, next: Next) -> Response {
             .map(|k| k.name.clone()),
         client,
         note,
+        usage,
+        arrived,
     };
     let (parts, inner) = resp.into_parts();
     Response::from_parts(parts, Body::new(Logged { inner, _line: line }))

@@ -12,8 +12,9 @@
 //! Layers, each using only those before it: `openai` (wire types) -> `validate` ->
 //! `stop`, `tool_parse`, `logprobs` -> `choice_text` -> `stream` -> the route files ->
 //! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
-//! `metrics`; the router serves it); `auth` and `limits` are middlewares of the router
-//! (handlers reserve tokens with [`limits::reserve`]).
+//! `metrics`; the router serves it); `auth`, `limits` and `access` are middlewares of the
+//! router (handlers reserve tokens with [`limits::reserve`]; `access` also queues each model
+//! request's usage row, and `usage` serves their totals).
 
 pub mod access;
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod stop;
 pub mod stream;
 pub mod tokenize;
 pub mod tool_parse;
+pub mod usage;
 pub mod validate;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::health))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1/usage", get(usage::handle))
         .fallback(|| async {
             let mut r = ApiError::invalid("no such route", None).into_response();
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -86,7 +89,10 @@ pub fn router(state: AppState) -> Router {
             auth,
             auth::require_key,
         ))
-        .layer(axum::middleware::from_fn(access::log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::log,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(axum::middleware::from_fn_with_state(

@@ -15,3 +15,4 @@ mod metrics;
 mod model_reference;
 mod tokenize_api;
 mod tokenizer_reference;
+mod usage;
