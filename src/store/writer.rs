@@ -217,6 +217,8 @@ struct Writer {
 
 /// Failures are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// The idle writer's sleep: any row, or the stop's wake, ends it sooner.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 impl Writer {
     fn new(db: PathBuf, config: WriterConfig, counters: Arc<Counters>) -> Self {
@@ -285,14 +287,15 @@ impl Writer {
         }
     }
 
-    /// How long to sleep on the queue: until the oldest row's batch is due or the next retry,
-    /// at most `flush_every`.
+    /// How long to sleep on the queue: with rows pending, until the oldest one's batch is due
+    /// or the next retry, at most `flush_every`; idle, until a row (or the stop's wake) comes.
     fn wait(&self) -> Duration {
+        let Some(oldest) = self.oldest else {
+            return IDLE_WAIT;
+        };
         let now = Instant::now();
-        let mut until = now + self.config.flush_every;
-        if let Some(t) = self.oldest {
-            until = until.min((t + self.config.flush_every).max(self.next_try));
-        }
+        let until = (now + self.config.flush_every)
+            .min((oldest + self.config.flush_every).max(self.next_try));
         until.saturating_duration_since(now)
     }
 

@@ -406,3 +406,29 @@ async fn wick_usage_prints_the_table_from_the_data_dir() {
         "{stderr}"
     );
 }
+
+#[test]
+fn wick_serve_refuses_a_data_dir_it_cannot_create() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            "no-such-model.gguf",
+            "--data-dir",
+        ])
+        .arg(file.join("data"))
+        .output()
+        .expect("wick serve runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--data-dir") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
