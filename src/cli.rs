@@ -9,6 +9,7 @@ use crate::commands::perplexity::{self, PerplexityArgs};
 use crate::commands::run::{self as run_cmd, RunArgs};
 use crate::commands::serve::{self, ServeArgs, ServeError};
 use crate::commands::speed::{self, SpeedArgs};
+use crate::commands::usage::{self, UsageArgs};
 use crate::commands::CommandError;
 use crate::telemetry::LogFormat;
 
@@ -44,6 +45,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Raw forward speed: prefill, decode and batched decode tok/s, as llama-bench measures.
     Speed(SpeedArgs),
+    /// Usage totals per key, model or day, from the server's database (`--data-dir`).
+    Usage(UsageArgs),
 }
 
 /// Why a command failed.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(&args)?,
         Command::Serve(args) => serve::run(&args)?,
         Command::Speed(args) => speed::run(&args)?,
+        Command::Usage(args) => usage::run(&args)?,
     }
     Ok(())
 }
@@ -100,5 +104,12 @@ mod tests {
         };
         assert_eq!(a.server.port, 9000);
         assert_eq!(a.engine.kv.kv_cache_dtype, candle_core::DType::F32);
+        let cli = Cli::parse_from(["wick", "usage", "--group-by", "day", "--data-dir", "/d"]);
+        let Command::Usage(a) = cli.command else {
+            panic!("expected usage")
+        };
+        assert_eq!(a.group_by, crate::store::GroupBy::Day);
+        assert_eq!(a.data_dir.as_deref(), Some(std::path::Path::new("/d")));
+        assert!(Cli::try_parse_from(["wick", "usage", "--group-by", "week"]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Command-line groups shared by the commands, and their validation: `ModelArgs` (which model,
 //! which device), `EngineArgs` -> `EngineConfig`, `ServerArgs` (the HTTP listener),
-//! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`; `ServerArgs::auth` -> the API keys. Every flag has a doc line that
+//! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`; `ServerArgs::auth` -> the API keys,
+//! `ServerArgs::data_dir` -> where `wick.db` lives. Every flag has a doc line that
 //! `--help` shows; the engine and server flags also have a `WICK_` environment variable.
 //! Parsed on the main thread before any command runs; nothing here loads or runs anything.
 
@@ -90,6 +91,10 @@ pub struct ServerArgs {
     /// is set; the service name is `OTEL_SERVICE_NAME` (default `wick`).
     #[arg(long, env = "WICK_OTLP_TRACES_ENDPOINT", value_name = "URL")]
     pub otlp_traces_endpoint: Option<String>,
+    /// Where the server keeps its database (`wick.db`: usage statistics). Default: the
+    /// platform's data directory + `wick` (`~/.local/share/wick` on Linux).
+    #[arg(long, env = "WICK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ServerArgs {
@@ -113,6 +118,7 @@ impl std::fmt::Debug for ServerArgs {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("otlp_traces_endpoint", &self.otlp_traces_endpoint)
+            .field("data_dir", &self.data_dir)
             .finish()
     }
 }
@@ -378,6 +384,13 @@ mod tests {
         let s = T::parse_from(["t", "--otlp-traces-endpoint", "http://c:4318"]).s;
         assert_eq!(s.otlp_traces_endpoint.as_deref(), Some("http://c:4318"));
         assert!(format!("{s:?}").contains("http://c:4318"));
+        assert_eq!(s.data_dir, None);
+        let s = T::parse_from(["t", "--data-dir", "/srv/wick"]).s;
+        assert_eq!(
+            s.data_dir.as_deref(),
+            Some(std::path::Path::new("/srv/wick"))
+        );
+        assert!(format!("{s:?}").contains("/srv/wick"));
     }
 
     #[test]

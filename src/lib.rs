@@ -20,6 +20,9 @@ pub mod kernels;
 pub mod model;
 /// Logits -> token: the sampler, its processors and logprobs. Pure; depends on nothing.
 pub mod sampling;
+/// The server's SQLite database (`wick.db` under `--data-dir`): schema migrations, the usage
+/// tables and their writer thread.
+pub mod store;
 /// Logging set-up and the OpenTelemetry tracer provider (OTLP export) of `wick serve`.
 pub mod telemetry;
 /// Tokenizers (GGUF-built or `tokenizer.json`), chat templates, incremental detokenizer.

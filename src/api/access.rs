@@ -2,8 +2,9 @@
 //! end, or dropped because the client left), so that a stream's line carries its tokens, its
 //! time to first token and its finish reasons. The `wick::access` target, at `info`; JSON with
 //! `--log-format json`. The request's trace ([`super::trace`]) starts and ends here too, from
-//! the same record, and the line names its trace id. Runs on the connection's task; nothing
-//! here blocks.
+//! the same record, and the line names its trace id. The same moment, a model route's request
+//! hands its usage row to the usage writer's queue ([`crate::store::UsageLog::push`], which
+//! never blocks). Runs on the connection's task; nothing here blocks.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,6 +21,16 @@ use http_body::{Frame, SizeHint};
 use super::auth::ApiKeyName;
 use super::trace::{ChoiceTimes, RequestTrace};
 use super::{AppState, RequestId};
+use crate::store::{UsageLog, UsageRow};
+
+/// The routes that run the model: their requests get a usage row (health checks, scrapes,
+/// model lists and tokenizer calls do not).
+pub const USAGE_ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+];
 
 /// What a generating response adds to its line, filled in as its events pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -71,6 +82,38 @@ struct Line {
     note: AccessNote,
     /// Taken when the line is written.
     trace: Option<RequestTrace>,
+    /// Where the usage row goes, and the model it names; `None` off the model routes or
+    /// when usage is not recorded.
+    usage: Option<(UsageLog, String)>,
+    /// Arrival, unix seconds (the usage row's time).
+    arrived: i64,
+}
+
+impl Line {
+    /// The usage row of this request, pushed to the writer's queue. A refused key's 401 is
+    /// nobody's usage and gets none.
+    fn push_usage(&self, r: &Record, duration_ms: f64, ttft_ms: Option<f64>) {
+        let Some((log, model)) = &self.usage else {
+            return;
+        };
+        if self.status == 401 {
+            return;
+        }
+        log.push(UsageRow {
+            ts: self.arrived,
+            request_id: self.request_id.clone(),
+            key: self.key.clone(),
+            route: self.path.clone(),
+            model: model.clone(),
+            status: self.status,
+            prompt_tokens: r.prompt_tokens as u64,
+            cached_tokens: r.cached_tokens as u64,
+            completion_tokens: r.completion_tokens as u64,
+            duration_ms,
+            ttft_ms,
+            finish_reasons: r.finish_reasons.join(","),
+        });
+    }
 }
 
 impl Drop for Line {
@@ -81,6 +124,10 @@ impl Drop for Line {
             .as_ref()
             .map_or_else(|| "-".into(), RequestTrace::trace_id);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let (ttft_ms, duration_ms) = (
+            r.first_token.map(|t| ms(t - self.start)),
+            ms(self.start.elapsed()),
+        );
         tracing::info!(
             target: "wick::access",
             request_id = %self.request_id,
@@ -93,14 +140,15 @@ impl Drop for Line {
             prompt_tokens = r.prompt_tokens,
             cached_tokens = r.cached_tokens,
             completion_tokens = r.completion_tokens,
-            ttft_ms = r.first_token.map(|t| ms(t - self.start)),
-            duration_ms = ms(self.start.elapsed()),
+            ttft_ms,
+            duration_ms,
             finish_reason = %r.finish_reasons.join(","),
             "request"
         );
         if let Some(t) = trace {
             t.end(self.status, &r);
         }
+        self.push_usage(&r, duration_ms, ttft_ms);
     }
 }
 
@@ -130,11 +178,12 @@ impl http_body::Body for Logged {
     }
 }
 
-/// The router's middleware: notes the request, starts its trace, and logs its line (and ends
-/// the trace) once its body is done. The key's name comes back from the auth middleware in the
-/// response's extensions.
+/// The router's middleware: notes the request, starts its trace, and logs its line (ends the
+/// trace, queues its usage row) once its body is done. The key's name comes back from the auth
+/// middleware in the response's extensions.
 pub async fn log(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let arrived = super::unix_now() as i64;
     let trace = RequestTrace::start(
         state.options().tracer.as_ref(),
         &req,
@@ -152,6 +201,12 @@ pub async fn log(State(state): State<AppState>, mut req: Request, next: Next) ->
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let usage = match state.options().usage.as_ref() {
+        Some(log) if USAGE_ROUTES.contains(&path.as_str()) => {
+            Some((log.clone(), state.model_name().to_string()))
+        }
+        _ => None,
+    };
     let resp = next.run(req).await;
     let line = Line {
         start,
@@ -166,6 +221,8 @@ pub async fn log(State(state): State<AppState>, mut req: Request, next: Next) ->
         client,
         note,
         trace: Some(trace),
+        usage,
+        arrived,
     };
     let (parts, inner) = resp.into_parts();
     Response::from_parts(parts, Body::new(Logged { inner, _line: line }))

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// the key).
     #[error("{0}")]
     Unauthorized(String),
+    /// A valid key without the right for this route (an admin route, a non-admin key).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request names a model this server does not serve.
     #[error("the model `{0}` does not exist")]
     ModelNotFound(String),
@@ -84,6 +87,11 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
+            ),
+            ApiError::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                Some("insufficient_permissions"),
             ),
             ApiError::ModelNotFound(_) => (
                 StatusCode::NOT_FOUND,
@@ -208,6 +216,11 @@ mod tests {
                 ApiError::Unauthorized("x".into()),
                 401,
                 Some("invalid_api_key"),
+            ),
+            (
+                ApiError::Forbidden("x".into()),
+                403,
+                Some("insufficient_permissions"),
             ),
             (
                 ApiError::ModelNotFound("m".into()),

@@ -8,7 +8,8 @@
 //! (`stream::sse` / `stream::collect`) with every engine event before the endpoint machine
 //! sees it, records token counts, finish reasons and the latency histograms; and a scrape
 //! ([`Metrics::render`]) copies the engine's gauges and counters from an
-//! [`EngineStats`] snapshot (atomics), so a scrape never waits on the engine worker.
+//! [`EngineStats`] snapshot (atomics), so a scrape never waits on the engine worker, and the
+//! usage writer's counters from [`UsageCounts`] (atomics too).
 //! Nothing here blocks: the recorder's handles are atomics, its histograms lock-free buckets
 //! drained into distributions at a response's end and at a scrape.
 
@@ -26,6 +27,7 @@ use super::access::AccessNote;
 use super::trace::ChoiceTimes;
 use super::AppState;
 use crate::engine::{EngineStats, Event, FinishReason, Timings};
+use crate::store::UsageCounts;
 
 /// vLLM's `vllm:time_to_first_token_seconds` buckets.
 pub const TTFT_BUCKETS: &[f64] = &[
@@ -150,6 +152,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "wick_engine_failures_total",
         "Choices failed in the engine.",
     ),
+    (
+        "wick_usage_rows_written_total",
+        "Usage rows committed to the database.",
+    ),
+    (
+        "wick_usage_write_errors_total",
+        "Failed tries to open or write the usage database (locked, full, read-only).",
+    ),
+    (
+        "wick_usage_rows_dropped_total",
+        "Usage rows lost: the writer's queue was full, too many waited, or the exit's last try failed.",
+    ),
 ];
 const GAUGES: &[(&str, &str)] = &[
     ("wick_requests_running", "Sequences running in the engine."),
@@ -171,6 +185,10 @@ const GAUGES: &[(&str, &str)] = &[
     (
         "vllm:kv_cache_usage_perc",
         "KV cache usage, a fraction from 0 to 1.",
+    ),
+    (
+        "wick_usage_rows_pending",
+        "Usage rows waiting for their batch or for the database.",
     ),
 ];
 
@@ -391,6 +409,18 @@ impl Metrics {
         }
     }
 
+    /// Copies the usage writer's counters (atomics) into their series (before a render).
+    pub fn publish_usage(&self, u: &UsageCounts) {
+        self.counter("wick_usage_rows_written_total", vec![])
+            .absolute(u.rows_written);
+        self.counter("wick_usage_write_errors_total", vec![])
+            .absolute(u.write_errors);
+        self.counter("wick_usage_rows_dropped_total", vec![])
+            .absolute(u.rows_dropped);
+        self.gauge("wick_usage_rows_pending", vec![])
+            .set(u.rows_pending as f64);
+    }
+
     /// The text exposition, with the engine's figures as of now (`None` while loading).
     pub fn render(&self, engine: Option<EngineStats>) -> String {
         if let Some(s) = engine {
@@ -534,6 +564,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 /// `GET /metrics`: the text exposition; the engine's figures read from its atomics.
 pub async fn scrape(State(state): State<AppState>) -> Response {
     let stats = state.engine().map(|e| e.stats());
+    if let Some(usage) = &state.options().usage {
+        state.metrics().publish_usage(&usage.counts());
+    }
     let body = state.metrics().render(stats);
     ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], body).into_response()
 }

@@ -12,8 +12,9 @@
 //! Layers, each using only those before it: `openai` (wire types) -> `validate` ->
 //! `stop`, `tool_parse`, `logprobs` -> `choice_text` -> `stream` -> the route files ->
 //! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
-//! `metrics`; the router serves it); `auth` and `limits` are middlewares of the router
-//! (handlers reserve tokens with [`limits::reserve`]).
+//! `metrics`; the router serves it); `auth`, `limits` and `access` are middlewares of the
+//! router (handlers reserve tokens with [`limits::reserve`]; `access` also queues each model
+//! request's usage row, and `usage` serves their totals).
 
 pub mod access;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod stream;
 pub mod tokenize;
 pub mod tool_parse;
 pub mod trace;
+pub mod usage;
 pub mod validate;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::health))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1/usage", get(usage::handle))
         .fallback(|| async {
             let mut r = ApiError::invalid("no such route", None).into_response();
             *r.status_mut() = StatusCode::NOT_FOUND;

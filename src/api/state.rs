@@ -1,6 +1,7 @@
 //! [`AppState`], shared by every handler: the served model name, readiness, draining, the HTTP
-//! options (the API keys among them), the server's own [`Metrics`], the keys' [`Limiters`],
-//! and once loaded the [`Served`] model (its engine and its request [`Validator`]).
+//! options (the API keys and the usage log among them), the server's own [`Metrics`], the
+//! keys' [`Limiters`], and once loaded the [`Served`] model (its engine and its request
+//! [`Validator`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,7 @@ use super::metrics::Metrics;
 use super::openai::ResponseHeader;
 use super::validate::Validator;
 use crate::engine::EngineHandle;
+use crate::store::UsageLog;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
 /// The loaded model, once it is ready.
@@ -65,6 +67,9 @@ pub struct HttpOptions {
     pub connections: super::ConnLimits,
     /// Where each request's span goes (`api::trace`); `None`: tracing off.
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// Where each model request's usage row goes (`wick serve --data-dir`); `None`: usage is
+    /// not recorded and `GET /v1/usage` is a 404.
+    pub usage: Option<UsageLog>,
 }
 
 impl Default for HttpOptions {
@@ -76,6 +81,7 @@ impl Default for HttpOptions {
             auth: Arc::default(),
             connections: super::ConnLimits::default(),
             tracer: None,
+            usage: None,
         }
     }
 }

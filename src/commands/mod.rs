@@ -3,14 +3,15 @@
 //! knows about the `Cli` type.
 //!
 //! Every body runs on the main thread: `run`, `perplexity` and `speed` run the model inline,
-//! `bench` starts the engine (its worker thread) and client threads, and `serve` builds a tokio
-//! runtime.
+//! `bench` starts the engine (its worker thread) and client threads, `serve` builds a tokio
+//! runtime, and `usage` reads the server's database.
 
 pub mod bench;
 pub mod perplexity;
 pub mod run;
 pub mod serve;
 pub mod speed;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ use crate::model::{device, LoadError, LoadedModel, ModelError};
 use crate::sampling::SamplingError;
 use crate::tokenizer::{PromptError, TokenizerError};
 
-/// Why `wick run`, `perplexity`, `bench` or `speed` failed (`serve` has its own
+/// Why `wick run`, `perplexity`, `bench`, `speed` or `usage` failed (`serve` has its own
 /// [`serve::ServeError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -48,6 +49,8 @@ pub enum CommandError {
     Forward(#[from] ModelError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

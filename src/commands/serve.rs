@@ -1,10 +1,12 @@
 //! `wick serve`: binds, answers `/health` 503 while the model loads (on a blocking thread),
 //! then serves; on SIGTERM or ctrl-c it drains: stops admitting (503), lets in-flight requests
-//! finish within the grace period through `EngineHandle::shutdown`, then exits.
+//! finish within the grace period through `EngineHandle::shutdown`, writes the queued usage
+//! rows ([`UsageWriter::finish`]), then exits.
 //!
 //! The main thread builds a multi-threaded tokio runtime and blocks on it; the HTTP server
 //! ([`api::serve`]) is one task of it, model loading and the grammar compiler run on
-//! `spawn_blocking`, and the model itself on the engine's worker thread.
+//! `spawn_blocking`, the model itself on the engine's worker thread, and the usage database
+//! writes on the `wick-usage` thread.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use crate::api::{self, AppState, HttpOptions, Served};
 use crate::config::{EngineArgs, ModelArgs, ServerArgs};
 use crate::engine::{Engine, EngineError};
 use crate::model::{device, LoadError};
+use crate::store::{self, UsageLog, UsageWriter, WriterConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -58,6 +61,8 @@ pub enum ServeError {
     ServerTask(#[source] JoinError),
     #[error("server: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("starting the usage writer thread: {0}")]
+    UsageThread(#[source] std::io::Error),
 }
 
 /// The HTTP options of `args`, checked.
@@ -94,6 +99,7 @@ fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeEr
             max_header_bytes: args.max_header_bytes,
         },
         tracer: None,
+        usage: None,
     })
 }
 
@@ -125,6 +131,7 @@ async fn serve(
 ) -> Result<(), ServeError> {
     let config = args.engine.resolve().map_err(ServeError::Config)?;
     let auth = args.server.auth().map_err(ServeError::Config)?;
+    let (usage, writer) = start_usage(args.server.data_dir.as_deref())?;
     let name = args
         .server
         .served_model_name
@@ -145,6 +152,7 @@ async fn serve(
     let options = HttpOptions {
         auth: std::sync::Arc::new(auth),
         tracer,
+        usage: Some(usage),
         ..http_options(&args.server)?
     };
     let state = AppState::with_options(name, options);
@@ -172,10 +180,25 @@ async fn serve(
     .map_err(ServeError::CompilerTask)?;
     state.set_ready(served);
     tracing::info!(model = %loaded.name, "ready");
-    server
-        .await
+    let served = server.await;
+    // Every connection is closed: every usage row is queued. Write them before exiting.
+    let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+    served
         .map_err(ServeError::ServerTask)?
         .map_err(ServeError::Serve)
+}
+
+/// The data directory (created if need be) and the usage writer on its `wick.db`. Only a
+/// directory that cannot be had stops the start; a database that cannot be opened is the
+/// writer's to log, count and retry.
+fn start_usage(dir: Option<&std::path::Path>) -> Result<(UsageLog, UsageWriter), ServeError> {
+    let dir = store::resolve_data_dir(dir).map_err(ServeError::Config)?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        ServeError::Config(format!("--data-dir {}: creating it: {e}", dir.display()))
+    })?;
+    let db = dir.join(store::DB_FILE);
+    tracing::info!(db = %db.display(), "usage statistics");
+    UsageWriter::start(db, WriterConfig::default()).map_err(ServeError::UsageThread)
 }
 
 /// Names the keys (never the keys); warns once when an open server listens beyond loopback.

@@ -4,7 +4,8 @@
 The binary is `$WICK_BIN`, else `$CARGO_TARGET_DIR/debug/wick`, else `target/debug/wick` (what
 `cargo test` builds for the integration tests). The model is `$WICK_TEST_MODEL`, else
 `models/SmolLM2-135M-Instruct.Q4_1.gguf`. Each server gets a free port, is waited on through
-`/health`, and is stopped at the end: SIGTERM, wait, SIGKILL past a timeout.
+`/health`, and is stopped at the end: SIGTERM, wait, SIGKILL past a timeout. Its data directory
+(`--data-dir`, the usage database) is `data/` in its log directory unless the test gives one.
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ def start_server(log_dir: pathlib.Path, *args: str, rust_log: str | None = None)
     port = free_port()
     log = log_dir / f"wick-{port}.log"
     env = dict(os.environ, RUST_LOG=rust_log or os.environ.get("RUST_LOG", "wick=warn"))
+    data = [] if "--data-dir" in args else ["--data-dir", str(log_dir / "data")]
     cmd = [
         str(binary), "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-        "--served-model-name", MODEL, "--kv-cache-memory", "256MiB", *args,
+        "--served-model-name", MODEL, "--kv-cache-memory", "256MiB", *data, *args,
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -16,3 +16,4 @@ mod model_reference;
 mod tokenize_api;
 mod tokenizer_reference;
 mod traces;
+mod usage;
