@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::bench::{self, BenchArgs};
 use crate::commands::perplexity::{self, PerplexityArgs};
+use crate::commands::pull::{self as pull_cmd, ListArgs, PullArgs, RmArgs};
 use crate::commands::run::{self as run_cmd, RunArgs};
 use crate::commands::serve::{self, ServeArgs, ServeError};
 use crate::commands::speed::{self, SpeedArgs};
@@ -44,6 +45,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Raw forward speed: prefill, decode and batched decode tok/s, as llama-bench measures.
     Speed(SpeedArgs),
+    /// Download a model into the Hugging Face cache (resumable, verified): `org/name[:file]`.
+    Pull(PullArgs),
+    /// Show the models the Hugging Face cache holds.
+    List(ListArgs),
+    /// Remove a model, with its files, from the Hugging Face cache.
+    Rm(RmArgs),
 }
 
 /// Why a command failed.
@@ -63,6 +70,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(&args)?,
         Command::Serve(args) => serve::run(&args)?,
         Command::Speed(args) => speed::run(&args)?,
+        Command::Pull(args) => pull_cmd::pull(&args)?,
+        Command::List(args) => pull_cmd::list(&args)?,
+        Command::Rm(args) => pull_cmd::rm(&args)?,
     }
     Ok(())
 }

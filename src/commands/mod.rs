@@ -3,11 +3,12 @@
 //! knows about the `Cli` type.
 //!
 //! Every body runs on the main thread: `run`, `perplexity` and `speed` run the model inline,
-//! `bench` starts the engine (its worker thread) and client threads, and `serve` builds a tokio
-//! runtime.
+//! `bench` starts the engine (its worker thread) and client threads, `serve` builds a tokio
+//! runtime, and `pull` / `list` / `rm` talk to the hub and its cache.
 
 pub mod bench;
 pub mod perplexity;
+pub mod pull;
 pub mod run;
 pub mod serve;
 pub mod speed;
@@ -21,7 +22,7 @@ use crate::model::{device, LoadError, LoadedModel, ModelError};
 use crate::sampling::SamplingError;
 use crate::tokenizer::{PromptError, TokenizerError};
 
-/// Why `wick run`, `perplexity`, `bench` or `speed` failed (`serve` has its own
+/// Why `wick run`, `perplexity`, `bench`, `speed`, `pull`, `list` or `rm` failed (`serve` has its own
 /// [`serve::ServeError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -48,6 +49,9 @@ pub enum CommandError {
     Forward(#[from] ModelError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    /// `wick pull`, `list` or `rm` against the hub or its cache.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
