@@ -49,14 +49,21 @@ pub enum CommandError {
     Forward(#[from] ModelError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    /// `wick pull`, `list` or `rm` against the hub or its cache.
+    /// `wick pull`, `list` or `rm` against the hub or its cache (boxed: its messages carry
+    /// several strings).
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(Box<crate::hub::HubError>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl From<crate::hub::HubError> for CommandError {
+    fn from(e: crate::hub::HubError) -> Self {
+        CommandError::Hub(Box::new(e))
+    }
 }
 
 /// Loads the model `args` name onto its device, logging how long it took.
