@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::bench::{self, BenchArgs};
 use crate::commands::perplexity::{self, PerplexityArgs};
+use crate::commands::pull::{self as pull_cmd, ListArgs, PullArgs, RmArgs};
 use crate::commands::run::{self as run_cmd, RunArgs};
 use crate::commands::serve::{self, ServeArgs, ServeError};
 use crate::commands::speed::{self, SpeedArgs};
@@ -47,6 +48,12 @@ pub enum Command {
     Speed(SpeedArgs),
     /// Usage totals per key, model or day, from the server's database (`--data-dir`).
     Usage(UsageArgs),
+    /// Download a model into the Hugging Face cache (resumable, verified): `org/name[:file]`.
+    Pull(PullArgs),
+    /// Show the models the Hugging Face cache holds.
+    List(ListArgs),
+    /// Remove a model, with its files, from the Hugging Face cache.
+    Rm(RmArgs),
 }
 
 /// Why a command failed.
@@ -67,6 +74,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => serve::run(&args)?,
         Command::Speed(args) => speed::run(&args)?,
         Command::Usage(args) => usage::run(&args)?,
+        Command::Pull(args) => pull_cmd::pull(&args)?,
+        Command::List(args) => pull_cmd::list(&args)?,
+        Command::Rm(args) => pull_cmd::rm(&args)?,
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 pub mod api;
 /// The command line: `Cli`, its subcommands and the dispatch to [`commands`].
 pub mod cli;
-/// One file per subcommand (`run`, `perplexity`, `bench`, `speed`, `serve`): its flags and body.
+/// One file per subcommand (`run`, `perplexity`, `bench`, `speed`, `serve`, `pull`): its flags
+/// and body.
 pub mod commands;
 /// Shared command-line groups (model, engine, server, sampling) and their validation.
 pub mod config;
@@ -14,6 +15,8 @@ pub mod constraint;
 /// The continuous-batching engine: token ids in, events out; worker thread, admission queue,
 /// scheduler, block manager.
 pub mod engine;
+/// The Hugging Face hub client and cache behind `wick pull`, `list` and `rm`.
+pub mod hub;
 /// Quantized matmul kernels for the CPU (AVX2 / AVX-512 / scalar) and their thread pool.
 pub mod kernels;
 /// The Llama architecture, its KV cache and the loaders (GGUF, Hugging Face dirs, hub ids).

@@ -4,10 +4,12 @@
 //!
 //! Every body runs on the main thread: `run`, `perplexity` and `speed` run the model inline,
 //! `bench` starts the engine (its worker thread) and client threads, `serve` builds a tokio
-//! runtime, and `usage` reads the server's database.
+//! runtime, `usage` reads the server's database, and `pull` / `list` / `rm` talk to the hub
+//! and its cache.
 
 pub mod bench;
 pub mod perplexity;
+pub mod pull;
 pub mod run;
 pub mod serve;
 pub mod speed;
@@ -22,7 +24,8 @@ use crate::model::{device, LoadError, LoadedModel, ModelError};
 use crate::sampling::SamplingError;
 use crate::tokenizer::{PromptError, TokenizerError};
 
-/// Why `wick run`, `perplexity`, `bench`, `speed` or `usage` failed (`serve` has its own
+/// Why `wick run`, `perplexity`, `bench`, `speed`, `usage`, `pull`, `list` or `rm` failed
+/// (`serve` has its own
 /// [`serve::ServeError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -51,11 +54,21 @@ pub enum CommandError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// `wick pull`, `list` or `rm` against the hub or its cache (boxed: its messages carry
+    /// several strings).
+    #[error(transparent)]
+    Hub(Box<crate::hub::HubError>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl From<crate::hub::HubError> for CommandError {
+    fn from(e: crate::hub::HubError) -> Self {
+        CommandError::Hub(Box::new(e))
+    }
 }
 
 /// Loads the model `args` name onto its device, logging how long it took.

@@ -13,7 +13,9 @@ use super::LoadError;
 /// A parsed `org/name[:file]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubSpec {
+    /// `org/name`.
     pub repo: String,
+    /// The file after `:`, when one is named.
     pub file: Option<String>,
 }
 
@@ -132,6 +134,29 @@ enum Choice {
     Dir,
 }
 
+/// True for the files of a Hugging Face model directory that loading it needs.
+fn is_dir_file(f: &str) -> bool {
+    f.ends_with(".safetensors")
+        || matches!(
+            f,
+            "config.json"
+                | "tokenizer.json"
+                | "tokenizer_config.json"
+                | "generation_config.json"
+                | "model.safetensors.index.json"
+        )
+}
+
+/// The files of a repository (listed as `files`) that loading `spec` needs: the named file, the
+/// repository's one GGUF, or a model directory's weights, config and tokenizer. `wick pull`
+/// fetches exactly these, so `--model` finds them in the cache afterwards.
+pub fn files_to_fetch(spec: &HubSpec, files: &[String]) -> Result<Vec<String>, LoadError> {
+    Ok(match choose(spec, files)? {
+        Choice::File(f) => vec![f],
+        Choice::Dir => files.iter().filter(|f| is_dir_file(f)).cloned().collect(),
+    })
+}
+
 fn resolve_cached(spec: &HubSpec, cache: &Cache) -> Result<PathBuf, LoadError> {
     let dir = snapshot_dir(spec, cache)?;
     match choose(spec, &list_files(&dir))? {
@@ -165,17 +190,7 @@ fn resolve_online(spec: &HubSpec, cache: &Cache) -> Result<PathBuf, LoadError> {
     match choose(spec, &files)? {
         Choice::File(f) => repo.get(&f).map_err(hub_err),
         Choice::Dir => {
-            let wanted = files.iter().filter(|f| {
-                f.ends_with(".safetensors")
-                    || matches!(
-                        f.as_str(),
-                        "config.json"
-                            | "tokenizer.json"
-                            | "tokenizer_config.json"
-                            | "generation_config.json"
-                            | "model.safetensors.index.json"
-                    )
-            });
+            let wanted = files.iter().filter(|f| is_dir_file(f));
             let mut config = None;
             for f in wanted {
                 let p = repo.get(f).map_err(hub_err)?;
