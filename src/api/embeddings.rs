@@ -8,11 +8,25 @@ use axum::extract::State;
 use axum::{Extension, Json};
 
 use super::access::AccessNote;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::OpenAiJson;
 use super::openai::{EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, Vector};
 use super::AppState;
 
+/// Embeddings of the inputs (see the module docs for what they are).
+#[utoipa::path(
+    post, path = "/v1/embeddings", operation_id = "create_embedding", tag = "openai",
+    request_body = EmbeddingRequest,
+    responses(
+        (status = 200, description = "One vector per input.", body = EmbeddingResponse),
+        (status = 400, response = ErrorEnvelope),
+        (status = 404, response = ErrorEnvelope),
+        (status = 413, response = ErrorEnvelope),
+        (status = 429, response = ErrorEnvelope),
+        (status = 503, response = ErrorEnvelope),
+        (status = 504, response = ErrorEnvelope),
+    ),
+)]
 pub async fn handle(
     State(state): State<AppState>,
     note: Option<Extension<AccessNote>>,
