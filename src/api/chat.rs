@@ -25,7 +25,9 @@ use crate::tokenizer::Tokenizer;
 #[utoipa::path(
     post, path = "/v1/chat/completions", operation_id = "create_chat_completion",
     tag = "openai",
-    request_body = ChatCompletionRequest,
+    request_body(content = ChatCompletionRequest, example = json!({
+        "messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 8, "temperature": 0,
+    })),
     responses(
         (status = 200, description = "The completion; with `stream`, its chunks as \
             server-sent events (`ChatCompletionChunk` JSON per `data:` line, then \

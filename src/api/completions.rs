@@ -25,7 +25,9 @@ use crate::tokenizer::Tokenizer;
 /// `data: {"error": ...}` line (`ErrorEnvelope`), and the stream ends.
 #[utoipa::path(
     post, path = "/v1/completions", operation_id = "create_completion", tag = "openai",
-    request_body = CompletionRequest,
+    request_body(content = CompletionRequest, example = json!({
+        "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0,
+    })),
     responses(
         (status = 200, description = "The completion; with `stream`, its chunks as \
             server-sent events (`Completion` JSON per `data:` line, then `data: [DONE]`).",

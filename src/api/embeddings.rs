@@ -16,7 +16,9 @@ use super::AppState;
 /// Embeddings of the inputs (see the module docs for what they are).
 #[utoipa::path(
     post, path = "/v1/embeddings", operation_id = "create_embedding", tag = "openai",
-    request_body = EmbeddingRequest,
+    request_body(content = EmbeddingRequest, example = json!({
+        "input": ["a cat", "a dog"], "encoding_format": "float",
+    })),
     responses(
         (status = 200, description = "One vector per input.", body = EmbeddingResponse),
         (status = 400, response = ErrorEnvelope),
