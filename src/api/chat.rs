@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 
 use super::access::AccessNote;
 use super::choice_text::{ChoiceText, Piece, Step};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::OpenAiJson;
 use super::limits::{self, Budget};
 use super::metrics::ResponseRecorder;
@@ -20,6 +20,30 @@ use super::{logprobs, AppState, RequestId};
 use crate::engine::{Event, Token};
 use crate::tokenizer::Tokenizer;
 
+/// A chat completion: JSON, or with `stream` server-sent events, one
+/// `ChatCompletionChunk` per `data:` line, then `data: [DONE]`; an error after the first
+/// byte is one `data: {"error": ...}` line (`ErrorEnvelope`), and the stream ends.
+#[utoipa::path(
+    post, path = "/v1/chat/completions", operation_id = "create_chat_completion",
+    tag = "openai",
+    request_body(content = ChatCompletionRequest, example = json!({
+        "messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 8, "temperature": 0,
+    })),
+    responses(
+        (status = 200, description = "The completion; with `stream`, its chunks as \
+            server-sent events (`ChatCompletionChunk` JSON per `data:` line, then \
+            `data: [DONE]`).", content(
+            (ChatCompletion = "application/json"),
+            (ChatCompletionEvent = "text/event-stream"),
+        )),
+        (status = 400, response = ErrorEnvelope),
+        (status = 404, response = ErrorEnvelope),
+        (status = 413, response = ErrorEnvelope),
+        (status = 429, response = ErrorEnvelope),
+        (status = 503, response = ErrorEnvelope),
+        (status = 504, response = ErrorEnvelope),
+    ),
+)]
 pub async fn handle(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,

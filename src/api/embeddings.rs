@@ -8,12 +8,28 @@ use axum::extract::State;
 use axum::{Extension, Json};
 
 use super::access::AccessNote;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::OpenAiJson;
 use super::limits::{self, Budget};
 use super::openai::{EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, Vector};
 use super::AppState;
 
+/// Embeddings of the inputs (see the module docs for what they are).
+#[utoipa::path(
+    post, path = "/v1/embeddings", operation_id = "create_embedding", tag = "openai",
+    request_body(content = EmbeddingRequest, example = json!({
+        "input": ["a cat", "a dog"], "encoding_format": "float",
+    })),
+    responses(
+        (status = 200, description = "One vector per input.", body = EmbeddingResponse),
+        (status = 400, response = ErrorEnvelope),
+        (status = 404, response = ErrorEnvelope),
+        (status = 413, response = ErrorEnvelope),
+        (status = 429, response = ErrorEnvelope),
+        (status = 503, response = ErrorEnvelope),
+        (status = 504, response = ErrorEnvelope),
+    ),
+)]
 pub async fn handle(
     State(state): State<AppState>,
     note: Option<Extension<AccessNote>>,

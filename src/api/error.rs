@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use super::validate::ValidationError;
 use crate::engine::SubmitError;
@@ -129,7 +130,7 @@ impl ApiError {
     }
 
     /// The `{"error": {...}}` envelope.
-    pub fn body(&self) -> serde_json::Value {
+    pub fn envelope(&self) -> ErrorEnvelope {
         let (_, kind, code) = self.parts();
         let param = match self {
             ApiError::InvalidRequest { param, .. } => param.clone(),
@@ -137,13 +138,46 @@ impl ApiError {
             ApiError::ModelNotFound(_) => Some("model".to_string()),
             _ => None,
         };
-        serde_json::json!({"error": {
-            "message": self.to_string(),
-            "type": kind,
-            "param": param,
-            "code": code,
-        }})
+        ErrorEnvelope {
+            error: ErrorBody {
+                message: self.to_string(),
+                kind,
+                param,
+                code,
+            },
+        }
     }
+
+    /// The envelope as JSON (what a failed stream's last `data:` event carries).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!(self.envelope())
+    }
+}
+
+/// The OpenAI error envelope: the body of every error response, and the last event of a
+/// stream that fails after its first byte.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, utoipa::ToResponse)]
+#[response(description = "An error, in the OpenAI envelope.")]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+/// What went wrong: `type` and `code` from the error table, `param` the request field at
+/// fault where there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub message: String,
+    /// `invalid_request_error`, `rate_limit_error` (a full queue), `requests` or `tokens` (past
+    /// a key's limit, as OpenAI names them), `service_unavailable` or `server_error`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    #[schema(required = true)]
+    pub param: Option<String>,
+    /// `context_length_exceeded`, `invalid_api_key`, `model_not_found`, `request_too_large`,
+    /// `queue_full`, `model_loading`, `shutting_down`, `timeout`, or null.
+    #[schema(required = true, value_type = Option<String>)]
+    pub code: Option<&'static str>,
 }
 
 impl From<SubmitError> for ApiError {
@@ -173,7 +207,7 @@ impl From<ValidationError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _, _) = self.parts();
-        let mut resp = (status, axum::Json(self.body())).into_response();
+        let mut resp = (status, axum::Json(self.envelope())).into_response();
         let retry = match &self {
             ApiError::RateLimited { retry_after, .. } => *retry_after,
             _ if status == StatusCode::TOO_MANY_REQUESTS

@@ -1,24 +1,60 @@
 //! `GET /health` and `GET /health/ready`: 200 when ready, 503 while loading or draining;
-//! `GET /health/live`: 200 whenever the process answers. All public (see `auth`).
+//! `GET /health/live`: 200 whenever the process answers. All public (see `auth`). Handlers on
+//! the HTTP tasks.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 
-/// Liveness: the process answers, loading, serving or draining.
-pub async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// A health answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok`; when not ready `model_loading` or `shutting_down`.
+    #[schema(value_type = String)]
+    pub status: &'static str,
 }
 
-/// Readiness (also `/health`): the model is loaded and the server is not draining.
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+/// Liveness: the process answers, loading, serving or draining.
+#[utoipa::path(
+    get, path = "/health/live", operation_id = "health_live", tag = "operations",
+    responses((status = 200, description = "The process answers.", body = HealthStatus)),
+)]
+pub async fn live() -> Json<HealthStatus> {
+    Json(HealthStatus { status: "ok" })
+}
+
+/// Readiness: the model is loaded and the server is not draining.
+#[utoipa::path(
+    get, path = "/health", operation_id = "health", tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = HealthStatus),
+        (status = 503, description = "Loading or draining.", body = HealthStatus),
+    ),
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthStatus>) {
     match state.served() {
-        Ok(_) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
+        Ok(_) => (StatusCode::OK, Json(HealthStatus { status: "ok" })),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": e.parts().2.unwrap_or("unavailable")})),
+            Json(HealthStatus {
+                status: e.parts().2.unwrap_or("unavailable"),
+            }),
         ),
     }
+}
+
+/// `GET /health/ready`: the same as `/health`.
+#[utoipa::path(
+    get, path = "/health/ready", operation_id = "health_ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = HealthStatus),
+        (status = 503, description = "Loading or draining.", body = HealthStatus),
+    ),
+)]
+pub async fn ready(state: State<AppState>) -> (StatusCode, Json<HealthStatus>) {
+    health(state).await
 }

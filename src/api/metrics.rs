@@ -562,6 +562,11 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 /// `GET /metrics`: the text exposition; the engine's figures read from its atomics.
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus' text format (0.0.4).",
+        body = String, content_type = "text/plain")),
+)]
 pub async fn scrape(State(state): State<AppState>) -> Response {
     let stats = state.engine().map(|e| e.stats());
     if let Some(usage) = &state.options().usage {

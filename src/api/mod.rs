@@ -14,7 +14,9 @@
 //! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
 //! `metrics`; the router serves it); `auth`, `limits` and `access` are middlewares of the
 //! router (handlers reserve tokens with [`limits::reserve`]; `access` also queues each model
-//! request's usage row, and `usage` serves their totals).
+//! request's usage row, and `usage` serves their totals). [`routes`] is the one list of
+//! routes: the router is built from it, and `openapi` (the `/openapi.json` document) is
+//! checked against it.
 
 pub mod access;
 pub mod auth;
@@ -30,6 +32,7 @@ pub mod logprobs;
 pub mod metrics;
 pub mod models;
 pub mod openai;
+pub mod openapi;
 mod serve;
 mod state;
 pub mod stop;
@@ -41,10 +44,11 @@ pub mod usage;
 pub mod validate;
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -55,6 +59,62 @@ pub use state::{unix_now, AppState, HttpOptions, Served};
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
+/// One route: its method, its path in axum's syntax (`{*id}` for a rest-of-path parameter)
+/// and its handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    fn get<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        let handler = get(handler);
+        Self {
+            method: Method::GET,
+            path,
+            handler,
+        }
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        let handler = post(handler);
+        Self {
+            method: Method::POST,
+            path,
+            handler,
+        }
+    }
+}
+
+/// Every route the server answers, the one list: [`router`] is built from it, and the OpenAPI
+/// document's test checks that each one is documented and nothing else is.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::post("/v1/chat/completions", chat::handle),
+        Route::post("/v1/completions", completions::handle),
+        Route::post("/v1/embeddings", embeddings::handle),
+        Route::get("/v1/models", models::list),
+        Route::get("/v1/models/{*id}", models::get_one),
+        Route::post("/tokenize", tokenize::tokenize),
+        Route::post("/detokenize", tokenize::detokenize),
+        Route::get("/health", health::health),
+        Route::get("/health/live", health::live),
+        Route::get("/health/ready", health::ready),
+        Route::get("/metrics", metrics::scrape),
+        Route::get("/v1/usage", usage::handle),
+        Route::get("/openapi.json", openapi::serve),
+    ]
+}
+
+/// An error in the envelope with another status than the table's (the table has no row for
+/// these: they are the router's own answers).
+fn routing_error(status: StatusCode, message: &str) -> Response {
+    let mut r = ApiError::invalid(message, None).into_response();
+    *r.status_mut() = status;
+    r
+}
+
 /// The routes, with body limit, API keys ([`auth::require_key`], before any body is read),
 /// per-key limits ([`limits::enforce`], inside it),
 /// panic catching, `x-request-id`, request counting (outside those, so that a caught panic's
@@ -63,23 +123,15 @@ pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes();
     let auth = state.auth();
     let cors = cors(&state.options().cors_allow_origins);
-    let routes = Router::new()
-        .route("/v1/chat/completions", post(chat::handle))
-        .route("/v1/completions", post(completions::handle))
-        .route("/v1/embeddings", post(embeddings::handle))
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{*id}", get(models::get_one))
-        .route("/tokenize", post(tokenize::tokenize))
-        .route("/detokenize", post(tokenize::detokenize))
-        .route("/health", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::health))
-        .route("/metrics", get(metrics::scrape))
-        .route("/v1/usage", get(usage::handle))
-        .fallback(|| async {
-            let mut r = ApiError::invalid("no such route", None).into_response();
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            r
+    let routes = routes()
+        .into_iter()
+        .fold(Router::new(), |r, route| r.route(route.path, route.handler))
+        .fallback(|| async { routing_error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            routing_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(

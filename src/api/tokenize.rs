@@ -18,14 +18,74 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{OpenAiJson, WireRequest};
 use super::openai::{ChatMessage, DetokenizeRequest, TokenizeRequest};
 use super::AppState;
 use crate::tokenizer::Tokenizer;
+
+/// `POST /tokenize`'s answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenizeResponse {
+    pub tokens: Tokens,
+    pub count: usize,
+    pub max_model_len: usize,
+}
+
+/// The ids, or with `with_pieces` llama.cpp's `{"id", "piece"}` objects. Its schema is an
+/// `anyOf`: `[]` is both.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Tokens {
+    Ids(Vec<u32>),
+    Pieces(Vec<TokenPiece>),
+}
+
+/// One token with its text.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TokenPiece {
+    pub id: u32,
+    pub piece: Piece,
+}
+
+/// A token's bytes: as a string when they are valid UTF-8, else as their values.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Piece {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// `POST /detokenize`'s answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DetokenizeResponse {
+    /// The text of the ids.
+    pub prompt: String,
+}
+
+impl utoipa::PartialSchema for Tokens {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder};
+        AnyOfBuilder::new()
+            .item(ArrayBuilder::new().items(u32::schema()))
+            .item(ArrayBuilder::new().items(Ref::from_schema_name(TokenPiece::name())))
+            .into()
+    }
+}
+
+impl ToSchema for Tokens {
+    /// The schemas [`Tokens`] refers to, for the document's components.
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((TokenPiece::name().into(), TokenPiece::schema()));
+        TokenPiece::schemas(schemas);
+    }
+}
 
 /// What to tokenize, resolved from either API's fields.
 #[derive(Debug)]
@@ -127,23 +187,40 @@ fn resolve(req: TokenizeRequest) -> Result<Ask, ApiError> {
 }
 
 /// `ids`, or with `with_pieces` llama.cpp's `[{"id", "piece"}]`.
-fn tokens_json(tok: &Tokenizer, ids: &[u32], with_pieces: bool) -> Value {
+fn tokens(tok: &Tokenizer, ids: Vec<u32>, with_pieces: bool) -> Tokens {
     if !with_pieces {
-        return Value::from(ids);
+        return Tokens::Ids(ids);
     }
     let piece = |id: u32| match std::str::from_utf8(tok.token_bytes(id)) {
-        Ok(text) => Value::from(text),
-        Err(_) => Value::from(tok.token_bytes(id)),
+        Ok(text) => Piece::Text(text.to_string()),
+        Err(_) => Piece::Bytes(tok.token_bytes(id).to_vec()),
     };
-    ids.iter()
-        .map(|&id| serde_json::json!({"id": id, "piece": piece(id)}))
-        .collect()
+    Tokens::Pieces(
+        ids.into_iter()
+            .map(|id| TokenPiece {
+                id,
+                piece: piece(id),
+            })
+            .collect(),
+    )
 }
 
+/// A text, or chat messages through the template, to token ids.
+#[utoipa::path(
+    post, path = "/tokenize", operation_id = "tokenize", tag = "tokenize",
+    request_body = TokenizeRequest,
+    responses(
+        (status = 200, description = "The ids (or pieces).", body = TokenizeResponse),
+        (status = 400, response = ErrorEnvelope),
+        (status = 404, response = ErrorEnvelope),
+        (status = 413, response = ErrorEnvelope),
+        (status = 503, response = ErrorEnvelope),
+    ),
+)]
 pub async fn tokenize(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<TokenizeRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenizeResponse>, ApiError> {
     let ask = resolve(req)?;
     let validator = state.served()?.validator.clone();
     let max = validator.limits().max_context;
@@ -162,21 +239,35 @@ pub async fn tokenize(
             }
             .map_err(|e| ApiError::invalid(e.to_string(), Some(field)))?,
         };
-        Ok::<_, ApiError>((ids.len(), tokens_json(tok, &ids, ask.with_pieces)))
+        Ok::<_, ApiError>((ids.len(), tokens(tok, ids, ask.with_pieces)))
     })
     .await?;
-    Ok(Json(serde_json::json!({
-        "tokens": tokens, "count": count, "max_model_len": max,
-    })))
+    Ok(Json(TokenizeResponse {
+        tokens,
+        count,
+        max_model_len: max,
+    }))
 }
 
+/// Token ids to text.
+#[utoipa::path(
+    post, path = "/detokenize", operation_id = "detokenize", tag = "tokenize",
+    request_body = DetokenizeRequest,
+    responses(
+        (status = 200, description = "The text.", body = DetokenizeResponse),
+        (status = 400, response = ErrorEnvelope),
+        (status = 404, response = ErrorEnvelope),
+        (status = 413, response = ErrorEnvelope),
+        (status = 503, response = ErrorEnvelope),
+    ),
+)]
 pub async fn detokenize(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<DetokenizeRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DetokenizeResponse>, ApiError> {
     let tok = state.served()?.validator.tokenizer().clone();
-    let text = super::blocking(move || Ok::<_, ApiError>(tok.decode(&req.tokens, false))).await?;
-    Ok(Json(serde_json::json!({"prompt": text})))
+    let prompt = super::blocking(move || Ok::<_, ApiError>(tok.decode(&req.tokens, false))).await?;
+    Ok(Json(DetokenizeResponse { prompt }))
 }
 
 #[cfg(test)]
@@ -297,6 +388,9 @@ mod tests {
     fn pieces_are_text_or_bytes_as_llama_cpp_writes_them() {
         let tok = byte_level(96);
         let ids = tok.encode("<|im_start|>Hi\n", true).expect("encodes");
+        let tokens_json = |tok: &Tokenizer, ids: &[u32], pieces: bool| {
+            serde_json::to_value(tokens(tok, ids.to_vec(), pieces)).expect("serializes")
+        };
         assert_eq!(tokens_json(&tok, &ids, false), json!(ids));
         assert_eq!(
             tokens_json(&tok, &ids, true),

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 use super::auth::ApiKeyName;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::AppState;
 use crate::store::usage::{self, GroupBy, Range, UsageReport};
 use crate::store::StoreError;
@@ -44,8 +44,54 @@ pub fn parse_params(q: &HashMap<String, String>, now: i64) -> Result<(Range, Gro
     Ok((range, group_by))
 }
 
+/// `GET /v1/usage`'s body, for the OpenAPI document only: the handler writes it with
+/// `UsageReport::to_json` (whose group field is named after `group_by`), and
+/// `tests/e2e/test_openapi.py` checks a real one against this schema.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UsageList {
+    /// Always `list`.
+    object: String,
+    /// `key`, `model` or `day`: the field each total is named by.
+    group_by: String,
+    /// The range, unix seconds: start inclusive, end exclusive.
+    start: i64,
+    end: i64,
+    data: Vec<UsageTotal>,
+}
+
+/// One group's totals; exactly one of `key`, `model`, `day` is present (`key` is null for
+/// requests to a server without keys).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UsageTotal {
+    key: Option<String>,
+    model: Option<String>,
+    /// `YYYY-MM-DD` (UTC).
+    day: Option<String>,
+    requests: u64,
+    prompt_tokens: u64,
+    cached_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
 /// The handler: 403 for a key that is not an admin's, 400 naming a bad parameter, 404 when
 /// the server records no usage.
+#[utoipa::path(
+    get, path = "/v1/usage", operation_id = "usage", tag = "operations",
+    params(
+        ("start" = Option<String>, Query, description = "Unix seconds or `YYYY-MM-DD` (UTC), inclusive; default: 29 days before today."),
+        ("end" = Option<String>, Query, description = "Unix seconds or `YYYY-MM-DD` (UTC), exclusive; default: tomorrow."),
+        ("group_by" = Option<String>, Query, description = "`key` (default), `model` or `day`."),
+    ),
+    responses(
+        (status = 200, description = "Usage totals per group.", body = UsageList),
+        (status = 400, description = "A bad parameter, named in `param`.", body = ErrorEnvelope),
+        (status = 403, description = "The key is not an admin key (`insufficient_permissions`).", body = ErrorEnvelope),
+        (status = 404, description = "This server records no usage.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn handle(
     State(state): State<AppState>,
     key: Option<Extension<ApiKeyName>>,
