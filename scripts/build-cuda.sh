@@ -13,7 +13,9 @@
 # Not run in CI: a release build of every dependency plus nvcc on candle's kernels. On the
 # 2-core development machine that is well over CI's time budget (expect 30-60 minutes cold,
 # a few minutes once target/release holds the dependencies); on 16 cores, about 5-10 minutes.
-# Needs network access to PyPI and crates.io on first use.
+# Needs network access to PyPI and crates.io on first use. `--toolchain-only` stops before the
+# cargo build, after checking that nvcc compiles a kernel for CUDA_COMPUTE_CAP and that a
+# program links against the stub and the wheels' cuBLAS, cuRAND and NVRTC (a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -53,8 +55,9 @@ cudarc="$(cargo metadata --format-version 1 --locked --features cuda \
   | "$venv/bin/python" -c 'import json, sys, os
 pkgs = json.load(sys.stdin)["packages"]
 print(next(os.path.dirname(p["manifest_path"]) for p in pkgs if p["name"] == "cudarc"))')"
-grep -rhoE 'pub fn cu[A-Za-z0-9_]+' "$cudarc/src/driver/sys" | sed 's/pub fn //' | sort -u \
+grep -rhoE '\bfn cu[A-Za-z0-9_]+' "$cudarc/src/driver/sys" | sed 's/^fn //' | sort -u \
   | sed 's/.*/void &(void) {}/' >"$links/cuda_stub.c"
+[ -s "$links/cuda_stub.c" ] || { echo "error: no driver entry points found in $cudarc" >&2; exit 1; }
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$links/libcuda.so" "$links/cuda_stub.c"
 
 export PATH="$cuda/bin:$PATH"
@@ -63,6 +66,18 @@ export LIBRARY_PATH="$PWD/$links${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export LD_LIBRARY_PATH="$cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=false
 nvcc --version | tail -2
+if [ "${1:-}" = --toolchain-only ]; then
+  printf '%s\n' 'extern "C" __global__ void add(float *x) { x[threadIdx.x] += 1.0f; }' >"$links/k.cu"
+  nvcc --ptx -arch="sm_$CUDA_COMPUTE_CAP" -o "$links/k.ptx" "$links/k.cu"
+  grep -q "\.target sm_$CUDA_COMPUTE_CAP" "$links/k.ptx"
+  printf '%s\n' 'int cuInit(unsigned); int cublasCreate_v2(void **); int nvrtcVersion(int *, int *);' \
+    'int curandCreateGenerator(void **, int);' \
+    'int main(void) { return cuInit(0) + cublasCreate_v2(0) + nvrtcVersion(0, 0) + curandCreateGenerator(0, 0); }' \
+    >"$links/main.c"
+  cc -o "$links/main" "$links/main.c" -L"$links" -lcuda -lcublas -lnvrtc -lcurand
+  echo "toolchain ok: nvcc compiles for sm_$CUDA_COMPUTE_CAP; libcuda stub, cuBLAS, NVRTC, cuRAND link"
+  exit 0
+fi
 echo "building wick --features cuda for compute capability $CUDA_COMPUTE_CAP ..."
 start=$(date +%s)
 cargo build --release --locked --features cuda --bin wick

@@ -21,9 +21,11 @@ has kubectl (tests/deploy/requirements.txt).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -60,6 +62,8 @@ OTHER_ENV = {
 # Subcommands the init container may run. `wick pull` comes from another branch: when the
 # binary has it, its --help must answer too; until then the name is checked against this list.
 INIT_SUBCOMMANDS = {"pull"}
+# wick's variables that are not flags (so not in --help), and the source file that reads each.
+WICK_ENV_NOT_FLAGS = {"WICK_THREADS": "src/kernels/pool.rs"}
 # Set by another branch (usage statistics); tolerated only while the binary does not list it.
 PENDING_ENV = {"WICK_DATA_DIR"}
 
@@ -114,6 +118,10 @@ def check_env_names(names, wick_help: Help, where: str) -> None:
         if name.startswith("WICK_"):
             if name in wick_help.env:
                 continue
+            if name in WICK_ENV_NOT_FLAGS:
+                src = ROOT / WICK_ENV_NOT_FLAGS[name]
+                assert f'"{name}"' in src.read_text(), f"{where}: {name} is no longer read by {src}"
+                continue
             if name in PENDING_ENV:
                 warnings.warn(f"{where}: {name} is not in `wick serve --help` yet (another branch adds it); tolerated")
                 continue
@@ -164,13 +172,14 @@ class Rendered:
         return out
 
 
+def render(path: pathlib.Path) -> Rendered:
+    out = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=True).stdout
+    return Rendered([o for o in yaml.safe_load_all(out) if o])
+
+
 @pytest.fixture(scope="session", params=OVERLAYS)
 def overlay(request) -> tuple[str, Rendered]:
-    out = subprocess.run(
-        [kubectl(), "kustomize", str(K8S / "overlays" / request.param)],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return request.param, Rendered([o for o in yaml.safe_load_all(out) if o])
+    return request.param, render(K8S / "overlays" / request.param)
 
 
 def expand(s: str, env: dict) -> str:
@@ -225,6 +234,14 @@ def test_overlay_port_probes_volumes_and_drain_agree(overlay):
     port = next(p for p in c["ports"] if p["name"] == "http")
     assert str(port["containerPort"]) == env["WICK_PORT"]
     svc = r.one("Service")["spec"]["ports"][0]
+    # The Service, the PDB (an empty selector would cover every pod of the namespace) and the
+    # inference pool's selector (same labels) pick exactly these pods.
+    pod_labels = r.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    for kind, sel in (
+        ("Service", r.one("Service")["spec"]["selector"]),
+        ("PodDisruptionBudget", r.one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]),
+    ):
+        assert sel and all(pod_labels.get(k) == v for k, v in sel.items()), (kind, sel, pod_labels)
     assert svc["targetPort"] in ("http", port["containerPort"])
     ann = r.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/port"] == env["WICK_PORT"] and ann["prometheus.io/path"] == "/metrics"
@@ -273,21 +290,35 @@ def test_overlay_runs_as_the_binary_accepts_it(overlay, image_tree):
     grace = r.pod["terminationGracePeriodSeconds"] - c["lifecycle"]["preStop"]["sleep"]["seconds"]
     probes = [c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
     with Sandbox(image_tree, env, keys_file) as box:
-        box.run(c["args"], probes=probes, grace=grace, metric_names=queue_metrics(r, name))
+        box.run(c["args"], probes=probes, grace=grace, metric_names=queue_metrics())
 
 
-def queue_metrics(r: Rendered, name: str) -> list[str]:
+def queue_metrics() -> list[str]:
     """The metric names the KEDA ScaledObject and the inference pool's picker read (components
     rendered into the gpu example): they must be in the server's /metrics."""
-    example = subprocess.run(
-        [kubectl(), "kustomize", str(K8S / "examples" / "gpu-autoscaled")],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    scaled = next(o for o in yaml.safe_load_all(example) if o and o["kind"] == "ScaledObject")
+    scaled = render(K8S / "examples" / "gpu-autoscaled").one("ScaledObject")
     query = scaled["spec"]["triggers"][0]["metadata"]["query"]
     names = re.findall(r"vllm:[a-z_]+", query)
     assert names, query
     return names + ["vllm:kv_cache_usage_perc"]
+
+
+def test_components_point_at_the_pods():
+    """The ServiceMonitor scrapes the Service's port at /metrics, the ScaledObject scales this
+    Deployment, the InferencePool selects these pods on their container port."""
+    r = render(K8S / "examples" / "gpu-autoscaled")
+    dep, svc = r.one("Deployment"), r.one("Service")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    port = r.container()["ports"][0]
+    sm = r.one("ServiceMonitor")["spec"]
+    assert sm["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] and sm["endpoints"][0]["path"] == "/metrics"
+    assert r.one("ScaledObject")["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    pool = r.one("InferencePool")["spec"]
+    assert pool["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert [p["number"] for p in pool["targetPorts"]] == [port["containerPort"]]
+    route = r.one("HTTPRoute")["spec"]["rules"][0]["backendRefs"][0]
+    assert (route["kind"], route["name"]) == ("InferencePool", r.one("InferencePool")["metadata"]["name"])
 
 
 # ---- the Dockerfiles ------------------------------------------------------------------------
@@ -307,9 +338,6 @@ class FinalStage:
 
 
 def parse_dockerfile(path: pathlib.Path) -> FinalStage:
-    import json
-    import shlex
-
     text = re.sub(r"\\\n", " ", path.read_text())
     stage = FinalStage()
     for line in text.splitlines():
@@ -359,10 +387,7 @@ def test_dockerfile_agrees_with_the_binary_and_the_manifests(dockerfile, wick_he
 def test_dockerfile_runs_as_the_binary_accepts_it(dockerfile, image_tree):
     name, s = dockerfile
     env = {k: v for k, v in s.env.items() if not k.startswith("NVIDIA_")}
-    cmd = re.search(r"CMD (\[.*\])", s.healthcheck)
-    import json
-
-    health_cmd = json.loads(cmd.group(1))
+    health_cmd = json.loads(re.search(r"CMD (\[.*\])", s.healthcheck).group(1))
     with Sandbox(image_tree, env, None) as box:
         box.run(s.cmd, probes=["/health/ready"], grace=30, healthcheck=health_cmd)
 
