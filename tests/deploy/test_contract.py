@@ -382,6 +382,11 @@ def test_dockerfile_agrees_with_the_binary_and_the_manifests(dockerfile, wick_he
     assert sorted(s.volumes) == sorted([s.env["HF_HOME"], s.env["WICK_DATA_DIR"]])
     assert "/health/ready" in s.healthcheck and "${WICK_PORT}" in s.healthcheck
     assert s.env["WICK_DEVICE"] == ("cuda" if name.endswith(".cuda") else "cpu")
+    text = (ROOT / name).read_text()
+    assert "cargo build --release --locked" in text and "CARGO_PROFILE_RELEASE_STRIP=symbols" in text
+    assert len(re.findall(r"(?m)^FROM ", text)) == 2, "a builder stage and a runtime stage"
+    if name.endswith(".cuda"):
+        assert re.search(r"(?m)^ARG CUDA_COMPUTE_CAP=\d+$", text) and "--features cuda" in text
 
 
 def test_dockerfile_runs_as_the_binary_accepts_it(dockerfile, image_tree):
