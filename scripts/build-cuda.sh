@@ -10,9 +10,10 @@
 # linking only; at run time the real libcuda.so.1 of the driver is loaded (in the container,
 # the NVIDIA container toolkit mounts it).
 #
-# Not run in CI: a release build of every dependency plus nvcc on candle's kernels. On the
-# 2-core development machine that is well over CI's time budget (expect 30-60 minutes cold,
-# a few minutes once target/release holds the dependencies); on 16 cores, about 5-10 minutes.
+# Not run in CI: a release build of every dependency plus nvcc on candle's kernels. Measured
+# cold on the shared 2-core development machine with CARGO_BUILD_JOBS=1 at nice 19: 1923 s
+# (the result: a stripped 66 MB binary); far over CI's budget. Once target/release holds the
+# dependencies, a change to wick rebuilds in minutes.
 # Needs network access to PyPI and crates.io on first use. `--toolchain-only` stops before the
 # cargo build, after checking that nvcc compiles a kernel for CUDA_COMPUTE_CAP and that a
 # program links against the stub and the wheels' cuBLAS, cuRAND and NVRTC (a minute).
