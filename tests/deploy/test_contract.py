@@ -35,7 +35,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import warnings
 from dataclasses import dataclass, field
 
 import pytest
@@ -59,13 +58,10 @@ OTHER_ENV = {
     "NVIDIA_VISIBLE_DEVICES": "the NVIDIA container toolkit",
     "NVIDIA_DRIVER_CAPABILITIES": "the NVIDIA container toolkit",
 }
-# Subcommands the init container may run. `wick pull` comes from another branch: when the
-# binary has it, its --help must answer too; until then the name is checked against this list.
+# Subcommands the init container may run (and the binary must have).
 INIT_SUBCOMMANDS = {"pull"}
 # wick's variables that are not flags (so not in --help), and the source file that reads each.
 WICK_ENV_NOT_FLAGS = {"WICK_THREADS": "src/kernels/pool.rs"}
-# Set by another branch (usage statistics); tolerated only while the binary does not list it.
-PENDING_ENV = {"WICK_DATA_DIR"}
 
 
 def wick_bin() -> pathlib.Path:
@@ -121,9 +117,6 @@ def check_env_names(names, wick_help: Help, where: str) -> None:
             if name in WICK_ENV_NOT_FLAGS:
                 src = ROOT / WICK_ENV_NOT_FLAGS[name]
                 assert f'"{name}"' in src.read_text(), f"{where}: {name} is no longer read by {src}"
-                continue
-            if name in PENDING_ENV:
-                warnings.warn(f"{where}: {name} is not in `wick serve --help` yet (another branch adds it); tolerated")
                 continue
             pytest.fail(f"{where}: {name} is not a variable `wick serve` reads ({sorted(wick_help.env)})")
         assert name in OTHER_ENV, f"{where}: {name} is neither a WICK_ variable nor one of {sorted(OTHER_ENV)}"
@@ -211,10 +204,9 @@ def test_overlay_init_container_pulls_the_served_model(overlay, wick_help):
     served = r.env(r.container())
     assert rest == [served["WICK_MODEL"]], rest
     assert env["HF_HOME"] == served["HF_HOME"]
-    if sub in wick_help.subcommands:
-        subprocess.run([wick_bin(), sub, "--help"], capture_output=True, check=True)
-    else:
-        warnings.warn(f"`wick {sub}` is not in this binary yet (branch `pull`); checked by name only")
+    assert sub in wick_help.subcommands, f"{name}: `wick {sub}` is not a subcommand of this binary"
+    pull_help = subprocess.run([wick_bin(), sub, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "[env: WICK_MODEL" in pull_help, "wick pull takes the model as --model does (WICK_MODEL)"
 
 
 def mount_for(c: dict, path: str) -> dict:
@@ -534,6 +526,8 @@ class Sandbox:
             pytest.fail(f"wick did not exit within {grace} s of SIGTERM:\n{log_path.read_text()}")
         assert rc == 0, f"wick exited {rc} on SIGTERM:\n{log_path.read_text()}"
         assert not list((self.root / "cwd").iterdir())
+        # The one writable directory is where the server keeps its database (usage statistics).
+        assert (self.root / "data" / "wick.db").is_file(), sorted(os.listdir(self.root / "data"))
 
     def wait_ready(self, url: str, log_path: pathlib.Path) -> None:
         deadline = time.monotonic() + 180
