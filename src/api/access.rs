@@ -152,13 +152,29 @@ impl Drop for Line {
     }
 }
 
-/// The response body, with the request's line written when it is done.
-struct Logged {
-    inner: Body,
-    _line: Line,
+/// `resp` with `guard` dropped when its body is done (sent to the end, or dropped because the
+/// client left), after the body itself. The access log and the key limits run their
+/// end-of-request work in such a guard's `Drop`.
+pub fn on_body_done<G: Send + Unpin + 'static>(resp: Response, guard: G) -> Response {
+    let (parts, inner) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(Guarded {
+            inner,
+            _guard: guard,
+        }),
+    )
 }
 
-impl http_body::Body for Logged {
+/// A response body and what drops after it.
+struct Guarded<G> {
+    // Fields drop in order: the body (whose stream's recorder fills in the note's last
+    // counts as it goes) before the guard.
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Send + Unpin + 'static> http_body::Body for Guarded<G> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -224,6 +240,5 @@ pub async fn log(State(state): State<AppState>, mut req: Request, next: Next) ->
         usage,
         arrived,
     };
-    let (parts, inner) = resp.into_parts();
-    Response::from_parts(parts, Body::new(Logged { inner, _line: line }))
+    on_body_done(resp, line)
 }

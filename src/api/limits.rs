@@ -20,20 +20,16 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body::{Frame, SizeHint};
 
-use super::access::AccessNote;
+use super::access::{on_body_done, AccessNote};
 use super::auth::{ApiKeyName, ApiKeys};
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -392,33 +388,6 @@ impl Drop for Done {
     }
 }
 
-/// The response body, with [`Done`] run when it is done.
-struct Counted {
-    inner: Body,
-    // Dropped after `inner`, whose recorder fills in the note's last counts as it drops.
-    _done: Done,
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// The middleware (inside `auth`, which names the key): admits the request against its key's
 /// concurrency and requests-per-minute limits (429 otherwise, before the body is read), hands
 /// the handler its [`Budget`], and puts the key's `x-ratelimit-*` headers on the response.
@@ -460,8 +429,7 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         note,
         metrics: state.metrics().clone(),
     };
-    let (parts, inner) = resp.into_parts();
-    Response::from_parts(parts, Body::new(Counted { inner, _done: done }))
+    on_body_done(resp, done)
 }
 
 /// A duration as OpenAI's reset headers write it (Go's format): `250ms`, `1s`, `1.5s`, `6m0s`,

@@ -120,6 +120,21 @@ pub fn tiny_served(config: wick::engine::EngineConfig) -> wick::api::Served {
     served(engine)
 }
 
+/// The tiny random model at >= `delay` a step, served like [`tiny_served`].
+pub fn slow_served(delay: std::time::Duration) -> wick::api::Served {
+    let model = Slow {
+        inner: wick::model::testing::random_llama(
+            &wick::model::testing::tiny_config(),
+            7,
+            None,
+            &Device::Cpu,
+        ),
+        delay,
+    };
+    let engine = wick::engine::Engine::start(model, tiny_config()).expect("engine starts");
+    served(engine)
+}
+
 /// `engine` served with the byte-level test tokenizer (vocab 96) and a ChatML template.
 pub fn served(engine: wick::engine::EngineHandle) -> wick::api::Served {
     use wick::tokenizer::testing::{byte_level, chatml_template};

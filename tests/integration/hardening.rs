@@ -7,22 +7,12 @@ use candle_core::Device;
 use serde_json::{json, Value};
 use wick::api::{AppState, HttpOptions};
 
-use crate::common::{post, sse_data, tiny_config, tiny_served, Slow, TestServer};
+use crate::common::{post, sse_data, tiny_config, tiny_served, TestServer};
 
 /// The tiny model at >= 20 ms a step, behind a server with `options`.
 async fn slow_server(options: HttpOptions) -> TestServer {
-    let model = Slow {
-        inner: wick::model::testing::random_llama(
-            &wick::model::testing::tiny_config(),
-            7,
-            None,
-            &Device::Cpu,
-        ),
-        delay: Duration::from_millis(20),
-    };
-    let engine = wick::engine::Engine::start(model, tiny_config()).expect("engine starts");
     let state = AppState::with_options("tiny", options);
-    state.set_ready(crate::common::served(engine));
+    state.set_ready(crate::common::slow_served(Duration::from_millis(20)));
     TestServer::start(state).await
 }
 

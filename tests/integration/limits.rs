@@ -6,13 +6,12 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use candle_core::Device;
 use serde_json::{json, Value};
 use wick::api::auth::{ApiKeys, AuthConfig};
 use wick::api::limits::KeyLimits;
 use wick::api::{AppState, HttpOptions};
 
-use crate::common::{tiny_config, tiny_served, Slow, TestServer};
+use crate::common::{tiny_config, tiny_served, TestServer};
 
 const KEYS: &str = r#"
 [[keys]]
@@ -41,17 +40,7 @@ async fn server(limits: KeyLimits, slow: bool) -> TestServer {
     };
     let state = AppState::with_options("tiny", options);
     if slow {
-        let model = Slow {
-            inner: wick::model::testing::random_llama(
-                &wick::model::testing::tiny_config(),
-                7,
-                None,
-                &Device::Cpu,
-            ),
-            delay: Duration::from_millis(20),
-        };
-        let engine = wick::engine::Engine::start(model, tiny_config()).expect("engine starts");
-        state.set_ready(crate::common::served(engine));
+        state.set_ready(crate::common::slow_served(Duration::from_millis(20)));
     } else {
         state.set_ready(tiny_served(tiny_config()));
     }
