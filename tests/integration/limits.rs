@@ -226,6 +226,8 @@ async fn concurrent_requests_past_the_limit_wait_for_one_to_end() {
     let (sock, _) = keyed_stream(&server.url).await;
     let r = chat(&c, &server, 2).await;
     assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(header(&r, "retry-after"), "1");
+    assert_eq!(header(&r, "retry-after-ms"), "1000");
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert!(
