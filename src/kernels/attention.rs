@@ -134,6 +134,49 @@ pub struct AttnSeq<'a> {
     pub blocks: &'a [u32],
 }
 
+/// How a query scores its keys: the scale, the sliding window, the soft cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scoring {
+    /// Multiplies every `q · k` (`1 / sqrt(head_dim)` for most models).
+    pub scale: f32,
+    /// Sliding-window attention: a query at position `p` sees keys `p + 1 - window ..= p`
+    /// only (llama.cpp's and Hugging Face's convention: the window counts the query itself).
+    pub window: Option<usize>,
+    /// Logit soft-capping (Gemma 2): a scaled score `s` becomes `cap * tanh(s / cap)`.
+    pub softcap: Option<f32>,
+}
+
+impl From<f32> for Scoring {
+    /// Plain causal attention with `scale`.
+    fn from(scale: f32) -> Self {
+        Self {
+            scale,
+            window: None,
+            softcap: None,
+        }
+    }
+}
+
+impl Scoring {
+    /// The first position a query at `pos` may see.
+    fn first_key(&self, pos: usize) -> usize {
+        match self.window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        }
+    }
+
+    /// A raw `q · k` turned into the score the softmax takes.
+    #[inline(always)]
+    fn score(&self, dot: f32) -> f32 {
+        let s = dot * self.scale;
+        match self.softcap {
+            Some(cap) => cap * (s / cap).tanh(),
+            None => s,
+        }
+    }
+}
+
 /// A task: one sequence, one KV head, query tokens `t0..t1` of the sequence.
 #[derive(Debug, Clone, Copy)]
 struct Task {
@@ -149,19 +192,21 @@ struct Ctx<'a, T> {
     seqs: &'a [AttnSeq<'a>],
     kv: PagedKv<'a, T>,
     heads: usize,
-    scale: f32,
+    scoring: Scoring,
 }
 
 /// Causal attention of `q` (`[tokens, heads, head_dim]`, f32) over the cache: returns
-/// `[tokens, heads, head_dim]` f32. `scale` multiplies every score (`1 / sqrt(head_dim)`).
+/// `[tokens, heads, head_dim]` f32. `scoring` is the score scale (`1 / sqrt(head_dim)`), and
+/// where the model asks for them the sliding window and the soft cap.
 pub fn paged_attention<T: KvElem>(
     pool: &ThreadPool,
     q: &[f32],
     seqs: &[AttnSeq<'_>],
     kv: PagedKv<'_, T>,
     heads: usize,
-    scale: f32,
+    scoring: impl Into<Scoring>,
 ) -> Result<Vec<f32>, AttentionError> {
+    let scoring = scoring.into();
     let tokens = check(q, seqs, &kv, heads)?;
     let hd = kv.head_dim;
     let group = heads / kv.kv_heads;
@@ -171,7 +216,7 @@ pub fn paged_attention<T: KvElem>(
         seqs,
         kv,
         heads,
-        scale,
+        scoring,
     };
     let isa = Isa::detect();
     let results: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
@@ -417,7 +462,9 @@ fn attend<T: KvElem, O: Ops>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
     let mut scores = vec![0f32; bs];
     let context = s.start_pos + task.t1;
     let row_stride = kv.kv_heads * hd;
-    for b in 0..context.div_ceil(bs) {
+    // Blocks wholly older than the tile's first query's window are never read.
+    let first_block = ctx.scoring.first_key(s.start_pos + task.t0) / bs;
+    for b in first_block..context.div_ceil(bs) {
         let p0 = b * bs;
         let n = bs.min(context - p0);
         let slot0 = s.blocks[b] as usize * bs;
@@ -433,14 +480,19 @@ fn attend<T: KvElem, O: Ops>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
                 continue;
             }
             let valid = n.min(pos + 1 - p0);
+            // Keys before the window: masked, i.e. skipped (the block's first `skip` slots).
+            let skip = ctx.scoring.first_key(pos).saturating_sub(p0);
+            if skip >= valid {
+                continue;
+            }
             for h in 0..group {
                 let qi = (t - task.t0) * group + h;
                 let head = task.kv_head * group + h;
                 let qv = &ctx.q[((s.row + t) * ctx.heads + head) * hd..][..hd];
-                let scores = &mut scores[..valid];
+                let scores = &mut scores[skip..valid];
                 let mut block_max = f32::NEG_INFINITY;
                 for (j, sc) in scores.iter_mut().enumerate() {
-                    *sc = O::dot(qv, &kb[j * hd..][..hd]) * ctx.scale;
+                    *sc = ctx.scoring.score(O::dot(qv, &kb[(skip + j) * hd..][..hd]));
                     block_max = block_max.max(*sc);
                 }
                 let st = &mut state[qi];
@@ -454,7 +506,7 @@ fn attend<T: KvElem, O: Ops>(ctx: &Ctx<'_, T>, task: Task) -> Vec<f32> {
                 }
                 O::exp_shift(scores, new_max);
                 st.sum += scores.iter().sum::<f32>();
-                O::accumulate(a, scores, &vb[..valid * hd]);
+                O::accumulate(a, scores, &vb[skip * hd..valid * hd]);
                 st.max = new_max;
             }
         }

@@ -28,7 +28,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use attention::{paged_attention, AttentionError, AttnSeq, KvElem, PagedKv};
+pub use attention::{paged_attention, AttentionError, AttnSeq, KvElem, PagedKv, Scoring};
 pub use formats::{dequantize_row, WeightType};
 pub use isa::Isa;
 pub use linear::Linear;

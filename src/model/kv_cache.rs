@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
-use crate::kernels::{paged_attention, AttnSeq, KvElem, PagedKv, ThreadPool};
+use crate::kernels::{paged_attention, AttnSeq, KvElem, PagedKv, Scoring, ThreadPool};
 
 use super::ModelError;
 
@@ -208,7 +208,7 @@ impl KvCache {
         q: &[f32],
         seqs: &[AttnSeq<'_>],
         heads: usize,
-        scale: f32,
+        scale: Scoring,
     ) -> Result<Vec<f32>, ModelError> {
         let (k_pool, v_pool) = &self.layers[layer];
         let (k_store, k_layout) = k_pool.storage_and_layout();
@@ -237,7 +237,7 @@ impl KvCache {
         &self,
         k: &[T],
         v: &[T],
-        (q, seqs, heads, scale): (&[f32], &[AttnSeq<'_>], usize, f32),
+        (q, seqs, heads, scale): (&[f32], &[AttnSeq<'_>], usize, Scoring),
     ) -> Result<Vec<f32>, ModelError> {
         let len = self.config.num_blocks
             * self.config.block_size

@@ -1,5 +1,7 @@
-//! The Llama architecture (Llama 2/3, SmolLM, Mistral-style dense models): RMSNorm, GQA
-//! attention with RoPE, SwiGLU MLP, optionally tied embeddings.
+//! The Llama-family decoder (Llama 2/3, SmolLM, Mistral-style dense models): RMSNorm, GQA
+//! attention with RoPE, SwiGLU MLP, optionally tied embeddings; and the options other
+//! architectures switch on ([`ArchOptions`], set per architecture in [`super::arch`]): Q/K/V
+//! biases, Q/K norms, post-norms, GeGLU, soft-capping, sliding windows, scaled embeddings.
 //!
 //! Weights are immutable; a forward step reads and writes only the caller's [`KvCache`]. Every
 //! token carries its own position, so one step serves sequences at different positions, prefill
@@ -9,10 +11,12 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
+pub use super::arch::{Activation, Arch, ArchOptions};
+use super::decoder::{self, StepIndex};
 use super::embedding::Embedding;
 use super::kv_cache::{KvCache, KvShape};
-use super::{Batch, CausalLm, LogitsWanted, ModelError};
-use crate::kernels::{AttnSeq, Linear};
+use super::{Batch, CausalLm, ModelError};
+use crate::kernels::{Linear, Scoring};
 
 /// How RoPE pairs up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,8 @@ pub struct LlamaConfig {
     pub rope_style: RopeStyle,
     /// Longest sequence the model was trained for (`context_length`).
     pub max_position: usize,
+    /// What the architecture adds to the plain Llama decoder.
+    pub arch: ArchOptions,
 }
 
 impl LlamaConfig {
@@ -103,15 +109,26 @@ impl LlamaConfig {
                 self.rope_theta
             ));
         }
-        Ok(())
+        self.arch.validate(self.num_layers)
+    }
+
+    /// RoPE inverse frequencies for `theta`, `head_dim / 2` of them, unscaled.
+    fn base_inv_freq(&self, theta: f32) -> Vec<f64> {
+        let d = self.head_dim as f64;
+        (0..self.head_dim / 2)
+            .map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / d))
+            .collect()
+    }
+
+    /// The sliding-window layers' RoPE inverse frequencies, where they have their own base
+    /// (no scaling on them).
+    pub fn local_inv_freq(&self) -> Option<Vec<f64>> {
+        self.arch.local_rope_theta.map(|t| self.base_inv_freq(t))
     }
 
     /// RoPE inverse frequencies, `head_dim / 2` of them, scaling applied.
     pub fn inv_freq(&self) -> Vec<f64> {
-        let d = self.head_dim as f64;
-        let base: Vec<f64> = (0..self.head_dim / 2)
-            .map(|i| 1.0 / (self.rope_theta as f64).powf(2.0 * i as f64 / d))
-            .collect();
+        let base = self.base_inv_freq(self.rope_theta);
         match &self.rope_scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / *factor as f64).collect(),
@@ -169,6 +186,29 @@ pub struct LayerWeights {
     pub w_gate: Linear,
     pub w_up: Linear,
     pub w_down: Linear,
+    /// What some architectures add; `LayerExtras::default()` for Llama.
+    pub extras: LayerExtras,
+}
+
+/// Biases of the Q, K and V projections (Qwen 2): `[heads * head_dim]`, `[kv_heads * head_dim]`
+/// twice.
+pub struct AttnBias {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+/// Per-layer weights beyond Llama's, each present only where the architecture has it.
+#[derive(Default)]
+pub struct LayerExtras {
+    pub bias: Option<AttnBias>,
+    /// RMSNorm weights over each query / key head, `[head_dim]` (Qwen 3, Gemma 3).
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// RMSNorm of the attention output before the residual add, `[hidden]` (Gemma).
+    pub post_attn_norm: Option<Tensor>,
+    /// RMSNorm of the MLP output before the residual add, `[hidden]` (Gemma).
+    pub post_ffn_norm: Option<Tensor>,
 }
 
 /// All weights of a model, as a loader or a test builds them.
@@ -190,6 +230,8 @@ pub struct Llama {
     norm: Tensor,
     lm_head: Linear,
     inv_freq: Vec<f64>,
+    /// The sliding layers' own RoPE frequencies (Gemma 3), else `None`.
+    local_inv_freq: Option<Vec<f64>>,
     device: Device,
 }
 
@@ -235,6 +277,13 @@ impl Llama {
             check_shape(&n("ffn_gate"), &matmul_shape(&l.w_gate), &[ff, h])?;
             check_shape(&n("ffn_up"), &matmul_shape(&l.w_up), &[ff, h])?;
             check_shape(&n("ffn_down"), &matmul_shape(&l.w_down), &[h, ff])?;
+            check_extras(&n, &l.extras, &cfg)?;
+        }
+        if !device.is_cpu() && cfg.arch.attn_softcap.is_some() {
+            return Err(format!(
+                "{}: attention soft-capping runs on the CPU only (use --device cpu)",
+                cfg.arch.arch.name()
+            ));
         }
         let lm_head = match weights.lm_head {
             Some(m) => {
@@ -252,6 +301,7 @@ impl Llama {
         };
         Ok(Self {
             inv_freq: cfg.inv_freq(),
+            local_inv_freq: cfg.local_inv_freq(),
             cfg,
             embed: weights.embed,
             layers: weights.layers,
@@ -270,13 +320,14 @@ impl Llama {
         self.embed.dtype()
     }
 
-    /// cos and sin tables for the step's positions: `[tokens, 1, head_dim / 2]` each.
-    fn rope_tables(&self, positions: &[usize]) -> Result<(Tensor, Tensor), ModelError> {
+    /// cos and sin tables of `inv_freq` for the step's positions: `[tokens, 1, head_dim / 2]`
+    /// each.
+    fn rope_tables(&self, inv_freq: &[f64], positions: &[usize]) -> Result<Rope, ModelError> {
         let half = self.cfg.head_dim / 2;
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &p in positions {
-            for &f in &self.inv_freq {
+            for &f in inv_freq {
                 let angle = p as f64 * f;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
@@ -290,6 +341,18 @@ impl Llama {
         ))
     }
 
+    /// The step's RoPE tables: the global ones, and the sliding layers' own where they differ.
+    fn ropes(&self, positions: &[usize]) -> Result<Ropes, ModelError> {
+        let local = match &self.local_inv_freq {
+            Some(f) => Some(self.rope_tables(f, positions)?),
+            None => None,
+        };
+        Ok(Ropes {
+            global: self.rope_tables(&self.inv_freq, positions)?,
+            local,
+        })
+    }
+
     fn apply_rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
         match self.cfg.rope_style {
             RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(x, cos, sin),
@@ -297,102 +360,116 @@ impl Llama {
         }
     }
 
+    /// `x` (`[tokens, heads, head_dim]`) rotated by `rope`, after the per-head RMSNorm `norm`
+    /// where the architecture has one.
+    fn rope_heads(
+        &self,
+        x: Tensor,
+        norm: Option<&Tensor>,
+        rope: &Rope,
+    ) -> candle_core::Result<Tensor> {
+        let (t, n, hd) = x.dims3()?;
+        let x = match norm {
+            Some(w) => candle_nn::ops::rms_norm(&x, w, self.cfg.rms_norm_eps as f32)?,
+            None => x,
+        };
+        self.apply_rope(&x.reshape((t, n, 1, hd))?, &rope.0, &rope.1)?
+            .reshape((t, n, hd))
+    }
+
+    /// Q, K and V of the step, biases added: `[tokens, heads | kv_heads, head_dim]`.
+    fn qkv(&self, layer: &LayerWeights, h: &Tensor) -> candle_core::Result<[Tensor; 3]> {
+        let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let t = h.dim(0)?;
+        let (mut q, mut k, mut v) = (
+            layer.wq.forward(h)?,
+            layer.wk.forward(h)?,
+            layer.wv.forward(h)?,
+        );
+        if let Some(b) = &layer.extras.bias {
+            q = q.broadcast_add(&b.q)?;
+            k = k.broadcast_add(&b.k)?;
+            v = v.broadcast_add(&b.v)?;
+        }
+        Ok([
+            q.reshape((t, nh, hd))?,
+            k.reshape((t, nkv, hd))?,
+            v.reshape((t, nkv, hd))?,
+        ])
+    }
+
+    /// How layer `idx` scores its keys.
+    fn scoring(&self, idx: usize) -> Scoring {
+        let a = &self.cfg.arch;
+        Scoring {
+            scale: a
+                .attn_scale
+                .unwrap_or(1.0 / (self.cfg.head_dim as f32).sqrt()),
+            window: a.window(idx),
+            softcap: a.attn_softcap,
+        }
+    }
+
     fn attention(
         &self,
         idx: usize,
         h: &Tensor,
-        rope: &(Tensor, Tensor),
+        ropes: &Ropes,
         step: &StepIndex,
         batch: &Batch<'_>,
         cache: &mut KvCache,
     ) -> Result<Tensor, ModelError> {
         let layer = &self.layers[idx];
-        let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
-        let t = h.dim(0)?;
-        // Heads as a batch of one-token sequences so every token gets its own position.
-        let q = layer.wq.forward(h)?.reshape((t, nh, 1, hd))?;
-        let k = layer.wk.forward(h)?.reshape((t, nkv, 1, hd))?;
-        let v = layer.wv.forward(h)?.reshape((t, nkv, hd))?;
-        let q = self
-            .apply_rope(&q, &rope.0, &rope.1)?
-            .reshape((t, nh, hd))?;
-        let k = self
-            .apply_rope(&k, &rope.0, &rope.1)?
-            .reshape((t, nkv, hd))?;
-
-        Self::write_kv(idx, &k, &v, batch, cache)?;
-        let out = self.attend(idx, &q, &step.attn, batch, cache)?;
+        let [q, k, v] = self.qkv(layer, h)?;
+        // Sliding layers with their own RoPE base (Gemma 3) take the local tables.
+        let rope = match (&ropes.local, self.cfg.arch.window(idx)) {
+            (Some(local), Some(_)) => local,
+            _ => &ropes.global,
+        };
+        let q = self.rope_heads(q, layer.extras.q_norm.as_ref(), rope)?;
+        let k = self.rope_heads(k, layer.extras.k_norm.as_ref(), rope)?;
+        decoder::write_kv(idx, &k, &v, batch, cache)?;
+        let out = decoder::attend(idx, &q, self.scoring(idx), step, batch, cache)?;
         Ok(layer.wo.forward(&out)?)
-    }
-
-    /// Stores the step's keys and values, `[tokens, kv_heads, head_dim]`, in each sequence's
-    /// blocks.
-    fn write_kv(
-        idx: usize,
-        k: &Tensor,
-        v: &Tensor,
-        batch: &Batch<'_>,
-        cache: &mut KvCache,
-    ) -> Result<(), ModelError> {
-        let mut offset = 0;
-        for s in &batch.seqs {
-            let n = s.tokens.len();
-            cache.write(
-                idx,
-                s.blocks,
-                s.start_pos,
-                &k.narrow(0, offset, n)?,
-                &v.narrow(0, offset, n)?,
-            )?;
-            offset += n;
-        }
-        Ok(())
-    }
-
-    /// Causal attention of `q` (`[tokens, heads, head_dim]`) over each sequence's cached
-    /// context: `[tokens, heads * head_dim]` in `q`'s dtype.
-    fn attend(
-        &self,
-        idx: usize,
-        q: &Tensor,
-        attn: &AttnIndex,
-        batch: &Batch<'_>,
-        cache: &KvCache,
-    ) -> Result<Tensor, ModelError> {
-        let (nh, hd) = (self.cfg.num_heads, self.cfg.head_dim);
-        let t = q.dim(0)?;
-        let scale = 1.0 / (hd as f32).sqrt();
-        match attn {
-            // CPU: our kernel reads the blocks in place.
-            AttnIndex::InPlace { rows } => {
-                let seqs = attn_seqs(rows, batch);
-                let qv = q.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                let out = cache.attend_cpu(idx, &qv, &seqs, nh, scale)?;
-                Ok(Tensor::from_vec(out, (t, nh * hd), &self.device)?.to_dtype(q.dtype())?)
-            }
-            AttnIndex::Gathered {
-                slots,
-                seqlens_q,
-                seqlens_k,
-                max_q,
-                max_k,
-            } => {
-                let (kc, vc) = cache.gather(idx, slots)?;
-                let (kc, vc) = (kc.to_dtype(q.dtype())?, vc.to_dtype(q.dtype())?);
-                Ok(candle_nn::attention::flash_attn_varlen_unfused(
-                    q, &kc, &vc, None, seqlens_q, seqlens_k, *max_q, *max_k, scale, true, None,
-                    None,
-                )?
-                .reshape((t, nh * hd))?)
-            }
-        }
     }
 
     fn mlp(&self, idx: usize, h: &Tensor) -> candle_core::Result<Tensor> {
         let layer = &self.layers[idx];
-        let gate = candle_nn::ops::silu(&layer.w_gate.forward(h)?)?;
+        let gate = layer.w_gate.forward(h)?;
+        let gate = match self.cfg.arch.activation {
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            // candle's `gelu` is the tanh approximation, as Gemma's `gelu_pytorch_tanh`.
+            Activation::GeluTanh => gate.gelu()?,
+        };
         let up = layer.w_up.forward(h)?;
         layer.w_down.forward(&(gate * up)?)
+    }
+
+    /// `x` through the RMSNorm `w` where the layer has one.
+    fn opt_norm(&self, x: Tensor, w: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        match w {
+            Some(w) => candle_nn::ops::rms_norm(&x, w, self.cfg.rms_norm_eps as f32),
+            None => Ok(x),
+        }
+    }
+
+    /// Decoder layer `idx` on the residual stream `x` (`[tokens, hidden]`).
+    fn layer(
+        &self,
+        idx: usize,
+        x: Tensor,
+        ropes: &Ropes,
+        step: &StepIndex,
+        batch: &Batch<'_>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, ModelError> {
+        let (layer, eps) = (&self.layers[idx], self.cfg.rms_norm_eps as f32);
+        let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+        let a = self.attention(idx, &h, ropes, step, batch, cache)?;
+        let x = (x + self.opt_norm(a, layer.extras.post_attn_norm.as_ref())?)?;
+        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+        let m = self.mlp(idx, &h)?;
+        Ok((x + self.opt_norm(m, layer.extras.post_ffn_norm.as_ref())?)?)
     }
 
     /// Final hidden states (after the output norm) of the rows `batch` asks logits for:
@@ -401,12 +478,12 @@ impl Llama {
         let step = StepIndex::new(batch, cache, &self.cfg, &self.device)?;
         let eps = self.cfg.rms_norm_eps as f32;
         let mut x = self.embed.lookup(&step.tokens, &self.device)?;
-        let rope = self.rope_tables(&step.positions)?;
-        for (idx, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            x = (x + self.attention(idx, &h, &rope, &step, batch, cache)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            x = (x + self.mlp(idx, &h)?)?;
+        if let Some(scale) = self.cfg.arch.embed_scale {
+            x = (x * scale as f64)?;
+        }
+        let ropes = self.ropes(&step.positions)?;
+        for idx in 0..self.layers.len() {
+            x = self.layer(idx, x, &ropes, &step, batch, cache)?;
         }
         let x = if step.logit_rows_all {
             x
@@ -415,6 +492,44 @@ impl Llama {
         };
         Ok(candle_nn::ops::rms_norm(&x, &self.norm, eps)?)
     }
+}
+
+/// cos and sin tables, `[tokens, 1, head_dim / 2]` each.
+type Rope = (Tensor, Tensor);
+
+/// One step's RoPE tables.
+struct Ropes {
+    global: Rope,
+    /// The sliding layers' own, where their RoPE base differs (Gemma 3).
+    local: Option<Rope>,
+}
+
+/// Checks the architecture's extra tensors of layer `n("")` against `cfg`.
+fn check_extras(
+    n: &dyn Fn(&str) -> String,
+    e: &LayerExtras,
+    cfg: &LlamaConfig,
+) -> Result<(), String> {
+    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+    let (q_out, kv_out) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+    let dims = |t: &Option<Tensor>| t.as_ref().map(|t| t.dims().to_vec());
+    if let Some(b) = &e.bias {
+        check_shape(&n("attn_q.bias"), b.q.dims(), &[q_out])?;
+        check_shape(&n("attn_k.bias"), b.k.dims(), &[kv_out])?;
+        check_shape(&n("attn_v.bias"), b.v.dims(), &[kv_out])?;
+    }
+    let expected = [
+        ("attn_q_norm", dims(&e.q_norm), hd),
+        ("attn_k_norm", dims(&e.k_norm), hd),
+        ("post_attention_norm", dims(&e.post_attn_norm), h),
+        ("post_ffw_norm", dims(&e.post_ffn_norm), h),
+    ];
+    for (name, found, len) in expected {
+        if let Some(found) = found {
+            check_shape(&n(name), &found, &[len])?;
+        }
+    }
+    Ok(())
 }
 
 impl CausalLm for Llama {
@@ -427,7 +542,11 @@ impl CausalLm for Llama {
                 &self.device,
             )?);
         }
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        Ok(match self.cfg.arch.final_softcap {
+            Some(cap) => ((logits / cap as f64)?.tanh()? * cap as f64)?,
+            None => logits,
+        })
     }
 
     fn forward_hidden(&self, batch: &Batch<'_>, cache: &mut KvCache) -> Result<Tensor, ModelError> {
@@ -453,154 +572,4 @@ impl CausalLm for Llama {
     fn device(&self) -> &Device {
         &self.device
     }
-}
-
-/// The index tensors of one step, built once and shared by every layer.
-struct StepIndex {
-    /// The step's token ids, sequence after sequence.
-    tokens: Vec<u32>,
-    /// Position of every token.
-    positions: Vec<usize>,
-    /// Rows (token indices in the step) that want logits.
-    logit_rows: Tensor,
-    logit_rows_all: bool,
-    attn: AttnIndex,
-}
-
-/// Where attention finds each sequence's context: what the device's attention path needs.
-enum AttnIndex {
-    /// CPU: our kernel reads the blocks in place. Per sequence, its first token's row in the
-    /// step.
-    InPlace { rows: Vec<usize> },
-    /// Off the CPU: the context is gathered out of the blocks into one varlen batch.
-    Gathered {
-        /// `[sum of context lengths]` cache slots, sequence after sequence, positions in order.
-        slots: Tensor,
-        /// `[B]` new tokens per sequence.
-        seqlens_q: Tensor,
-        /// `[B]` context length (cached + new) per sequence.
-        seqlens_k: Tensor,
-        max_q: usize,
-        max_k: usize,
-    },
-}
-
-impl StepIndex {
-    fn new(
-        batch: &Batch<'_>,
-        cache: &KvCache,
-        cfg: &LlamaConfig,
-        device: &Device,
-    ) -> Result<Self, ModelError> {
-        check_batch(batch, cache, cfg)?;
-        let total = batch.num_tokens();
-        let mut tokens = Vec::with_capacity(total);
-        let mut positions = Vec::with_capacity(total);
-        let mut logit_rows = Vec::new();
-        for s in &batch.seqs {
-            let row0 = tokens.len();
-            match s.logits {
-                LogitsWanted::None => {}
-                LogitsWanted::Last => logit_rows.push((row0 + s.tokens.len() - 1) as u32),
-                LogitsWanted::All => {
-                    logit_rows.extend((row0..row0 + s.tokens.len()).map(|r| r as u32))
-                }
-            }
-            tokens.extend_from_slice(s.tokens);
-            positions.extend(s.start_pos..s.start_pos + s.tokens.len());
-        }
-        let logit_rows_all = logit_rows.len() == total;
-        let n_rows = logit_rows.len();
-        Ok(Self {
-            tokens,
-            positions,
-            logit_rows: Tensor::from_vec(logit_rows, n_rows, device)?,
-            logit_rows_all,
-            attn: AttnIndex::new(batch, cache, device)?,
-        })
-    }
-}
-
-/// Checks every sequence of the batch has tokens, stays inside the model's context and
-/// vocabulary, and has the cache blocks its positions need.
-fn check_batch(batch: &Batch<'_>, cache: &KvCache, cfg: &LlamaConfig) -> Result<(), ModelError> {
-    if batch.seqs.is_empty() {
-        return Err(ModelError::InvalidBatch(
-            "the batch has no sequences".into(),
-        ));
-    }
-    for (i, s) in batch.seqs.iter().enumerate() {
-        if s.tokens.is_empty() {
-            return Err(ModelError::InvalidBatch(format!(
-                "sequence {i} has no tokens"
-            )));
-        }
-        let end = s.start_pos + s.tokens.len();
-        if end > cfg.max_position {
-            return Err(ModelError::InvalidBatch(format!(
-                "sequence {i} reaches position {end}, past the model's context of {}",
-                cfg.max_position
-            )));
-        }
-        if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(ModelError::InvalidBatch(format!(
-                "token id {bad} out of range: vocabulary has {} tokens",
-                cfg.vocab_size
-            )));
-        }
-        cache.check_blocks(s.blocks, end)?;
-    }
-    Ok(())
-}
-
-impl AttnIndex {
-    /// The index for `device`'s attention path; `batch` has passed [`check_batch`].
-    fn new(batch: &Batch<'_>, cache: &KvCache, device: &Device) -> Result<Self, ModelError> {
-        if device.is_cpu() {
-            let rows = batch
-                .seqs
-                .iter()
-                .scan(0, |row, s| {
-                    let row0 = *row;
-                    *row += s.tokens.len();
-                    Some(row0)
-                })
-                .collect();
-            return Ok(Self::InPlace { rows });
-        }
-        let mut slots = Vec::new();
-        let (mut seqlens_q, mut seqlens_k) = (Vec::new(), Vec::new());
-        for s in &batch.seqs {
-            let end = s.start_pos + s.tokens.len();
-            slots.extend((0..end).map(|p| cache.slot(s.blocks, p) as u32));
-            seqlens_q.push(s.tokens.len() as u32);
-            seqlens_k.push(end as u32);
-        }
-        let max_q = seqlens_q.iter().copied().max().unwrap_or(0) as usize;
-        let max_k = seqlens_k.iter().copied().max().unwrap_or(0) as usize;
-        let (nq, nk, ns) = (seqlens_q.len(), seqlens_k.len(), slots.len());
-        Ok(Self::Gathered {
-            slots: Tensor::from_vec(slots, ns, device)?,
-            seqlens_q: Tensor::from_vec(seqlens_q, nq, device)?,
-            seqlens_k: Tensor::from_vec(seqlens_k, nk, device)?,
-            max_q,
-            max_k,
-        })
-    }
-}
-
-/// The step's sequences as the CPU attention kernel takes them; `rows[i]` is sequence i's
-/// first row.
-fn attn_seqs<'a>(rows: &[usize], batch: &Batch<'a>) -> Vec<AttnSeq<'a>> {
-    batch
-        .seqs
-        .iter()
-        .zip(rows)
-        .map(|(s, &row)| AttnSeq {
-            row,
-            len: s.tokens.len(),
-            start_pos: s.start_pos,
-            blocks: s.blocks,
-        })
-        .collect()
 }

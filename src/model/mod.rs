@@ -1,4 +1,4 @@
-//! The model layer: our own Llama on candle, its paged KV cache, and the loaders.
+//! The model layer: our own Llama-family decoder on candle (Llama, Qwen 2/3, Phi-3, Gemma 2/3), its paged KV cache, and the loaders.
 //!
 //! Weights are immutable (`&self`); every piece of per-sequence state lives in the [`KvCache`]
 //! that the caller owns. One [`CausalLm::forward`] call takes a flat [`Batch`] of token chunks
@@ -6,6 +6,8 @@
 //! and single decode tokens mix in one step. Runs on whichever thread owns the model (the engine
 //! worker, or the CLI); it never blocks on anything but compute.
 
+pub mod arch;
+mod decoder;
 pub mod device;
 pub mod embedding;
 pub mod generate;

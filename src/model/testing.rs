@@ -24,6 +24,7 @@ pub fn tiny_config() -> LlamaConfig {
         rope_scaling: RopeScaling::None,
         rope_style: RopeStyle::Interleaved,
         max_position: 512,
+        arch: Default::default(),
     }
 }
 
@@ -88,6 +89,7 @@ pub fn random_llama(
             w_gate: g.matmul(ff, h, quant),
             w_up: g.matmul(ff, h, quant),
             w_down: g.matmul(h, ff, quant),
+            extras: Default::default(),
         })
         .collect();
     let embed = g.tensor(&[cfg.vocab_size, h], 1.0);

@@ -181,6 +181,7 @@ fn mismatched_weight_shapes_are_named_errors() {
             w_gate: dense(ff, h),
             w_up: dense(ff, h),
             w_down: dense(h, ff),
+            extras: Default::default(),
         })
         .collect();
     let weights = llama::LlamaWeights {

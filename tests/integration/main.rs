@@ -2,6 +2,7 @@
 //! on the real model, the CLI, the HTTP API.
 
 mod api;
+mod archs;
 mod api_scoring;
 mod auth;
 mod cli;

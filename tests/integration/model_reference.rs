@@ -243,6 +243,7 @@ fn dense_gguf_llama(t: &HashMap<String, Tensor>, cfg: &LlamaConfig) -> Llama {
                 w_gate: mm(&n("ffn_gate")),
                 w_up: mm(&n("ffn_up")),
                 w_down: mm(&n("ffn_down")),
+                extras: Default::default(),
             }
         })
         .collect();
