@@ -16,13 +16,13 @@ use crate::kernels::{AttnSeq, Scoring};
 /// The index tensors of one step, built once and shared by every layer.
 pub(super) struct StepIndex {
     /// The step's token ids, sequence after sequence.
-    pub tokens: Vec<u32>,
+    pub(super) tokens: Vec<u32>,
     /// Position of every token.
-    pub positions: Vec<usize>,
+    pub(super) positions: Vec<usize>,
     /// Rows (token indices in the step) that want logits.
-    pub logit_rows: Tensor,
-    pub logit_rows_all: bool,
-    pub attn: AttnIndex,
+    pub(super) logit_rows: Tensor,
+    pub(super) logit_rows_all: bool,
+    pub(super) attn: AttnIndex,
 }
 
 /// Where attention finds each sequence's context: what the device's attention path needs.
@@ -44,7 +44,7 @@ pub(super) enum AttnIndex {
 }
 
 impl StepIndex {
-    pub fn new(
+    pub(super) fn new(
         batch: &Batch<'_>,
         cache: &KvCache,
         cfg: &LlamaConfig,

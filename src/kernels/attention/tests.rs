@@ -289,7 +289,7 @@ fn same_bits_on_every_isa<T: KvElem>(c: &Case, b: &Built, seqs: &[AttnSeq<'_>], 
         seqs,
         kv,
         heads: c.heads,
-        scale: 0.125,
+        scoring: 0.125.into(),
     };
     let tasks = plan(seqs, c.kv_heads);
     for isa in Isa::supported() {
