@@ -47,7 +47,11 @@ fn tokenizer_ids_match_llama_cpp() {
             let text = case["text"].as_str().expect("text");
             let special = case["parse_special"].as_bool().expect("parse_special");
             let ours = m.tokenizer.encode(text, special).expect("encodes");
-            assert_eq!(ours, ids(&case["ids"]), "{arch}: {text:?} (special {special})");
+            assert_eq!(
+                ours,
+                ids(&case["ids"]),
+                "{arch}: {text:?} (special {special})"
+            );
         }
         for p in prompts(&r) {
             let text = p["text"].as_str().expect("text");
@@ -61,6 +65,7 @@ fn tokenizer_ids_match_llama_cpp() {
 fn last_logits_match_llama_cpp() {
     for arch in ARCHS {
         let (m, r) = load(arch);
+        let mut worst = 0f32;
         for p in prompts(&r) {
             let prompt = ids(&p["ids"]);
             let ours = logits_alone(&m.model, &prompt).expect("forward");
@@ -74,6 +79,7 @@ fn last_logits_match_llama_cpp() {
                     .map(|x| x.as_f64().expect("logit") as f32)
                     .collect();
                 let diff = max_abs_diff(&ours[pos], &row);
+                worst = worst.max(diff);
                 assert!(
                     diff <= LOGIT_TOL,
                     "{arch}: prompt {:?} position {pos}: max |diff| {diff}",
@@ -81,6 +87,7 @@ fn last_logits_match_llama_cpp() {
                 );
             }
         }
+        eprintln!("{arch}: max |logit - llama.cpp's| {worst:.2e}");
     }
 }
 
@@ -128,8 +135,9 @@ fn greedy_tokens_match_llama_cpp_up_to_near_ties() {
 }
 
 /// The engine's batch invariance on every architecture: each prompt's logits at every position
-/// are the same run alone in one prefill as interleaved with the others in mixed steps of
-/// prefill chunks and decode tokens, through scattered blocks.
+/// are the same (< 1e-4; candle's f16 matmul, which these f16 files take, sums in an order that
+/// depends on the row count) run alone in one prefill as interleaved with the others in mixed
+/// steps of prefill chunks and decode tokens, through scattered blocks.
 #[test]
 fn batched_equals_alone_on_every_architecture() {
     for arch in ARCHS {
@@ -143,7 +151,8 @@ fn batched_equals_alone_on_every_architecture() {
             logits_interleaved(&m.model, &seqs, 4, |s, _| [5, 1, 3, 7][s % 4]).expect("forward");
         for (s, (a, b)) in alone.iter().zip(&mixed).enumerate() {
             for (pos, (x, y)) in a.iter().zip(b).enumerate() {
-                assert_eq!(x, y, "{arch}: sequence {s} position {pos}");
+                let diff = max_abs_diff(x, y);
+                assert!(diff < 1e-4, "{arch}: sequence {s} position {pos}: {diff}");
             }
         }
     }
@@ -174,7 +183,10 @@ fn mistral_sliding_window_applies_past_the_window_only() {
     let windowed = logits_alone(&m.model, &long).expect("forward");
     let full = logits_alone(&global.model, &long).expect("forward");
     for pos in 0..window {
-        assert_eq!(windowed[pos], full[pos], "position {pos} is inside the window");
+        assert_eq!(
+            windowed[pos], full[pos],
+            "position {pos} is inside the window"
+        );
     }
     let past = (window..long.len())
         .map(|p| max_abs_diff(&windowed[p], &full[p]))

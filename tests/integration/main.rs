@@ -2,8 +2,8 @@
 //! on the real model, the CLI, the HTTP API.
 
 mod api;
-mod archs;
 mod api_scoring;
+mod archs;
 mod auth;
 mod cli;
 mod common;

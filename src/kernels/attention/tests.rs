@@ -435,7 +435,13 @@ fn sliding_window_and_softcap_match_the_oracle() {
     };
     let b = build(&c, &mut rng);
     let pool = ThreadPool::new(2);
-    for (window, softcap) in [(Some(1), None), (Some(3), Some(2.0)), (Some(6), None), (Some(64), Some(0.5)), (None, Some(1.0))] {
+    for (window, softcap) in [
+        (Some(1), None),
+        (Some(3), Some(2.0)),
+        (Some(6), None),
+        (Some(64), Some(0.5)),
+        (None, Some(1.0)),
+    ] {
         let scoring = Scoring {
             scale: 0.25,
             window,
@@ -461,7 +467,10 @@ fn sliding_window_and_softcap_match_the_oracle() {
                     let vs: Vec<Vec<f32>> = b.v[si].iter().map(|p| p[h / group].clone()).collect();
                     let want = reference_scored(q, &ks, &vs, pos, c.head_dim, scoring);
                     for (g, w) in got[at..at + c.head_dim].iter().zip(&want) {
-                        assert!((g - w).abs() < 1e-4, "{scoring:?} seq {si} pos {pos} head {h}: {g} vs {w}");
+                        assert!(
+                            (g - w).abs() < 1e-4,
+                            "{scoring:?} seq {si} pos {pos} head {h}: {g} vs {w}"
+                        );
                     }
                 }
             }

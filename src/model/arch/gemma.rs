@@ -66,7 +66,9 @@ pub(crate) fn gguf_options_gemma3(
     let (windows, local_theta) = match window {
         Some(w) => {
             let sliding = sliding_layers(meta, "gemma3", cfg.num_layers, 6)?;
-            let theta = meta.opt_f64("gemma3.rope.freq_base_swa")?.unwrap_or(10_000.0);
+            let theta = meta
+                .opt_f64("gemma3.rope.freq_base_swa")?
+                .unwrap_or(10_000.0);
             (windows(&sliding, w), Some(theta as f32))
         }
         None => (Vec::new(), None),

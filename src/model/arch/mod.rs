@@ -180,10 +180,7 @@ impl ArchOptions {
 
 /// A soft-cap read from `key`: absent or 0 (how converters write "none") is no cap.
 pub(crate) fn opt_softcap(meta: &Meta<'_>, key: &str) -> Result<Option<f32>, LoadError> {
-    Ok(meta
-        .opt_f64(key)?
-        .filter(|&c| c != 0.0)
-        .map(|c| c as f32))
+    Ok(meta.opt_f64(key)?.filter(|&c| c != 0.0).map(|c| c as f32))
 }
 
 /// Which layers slide: `{arch}.attention.sliding_window_pattern` as an array of booleans

@@ -27,7 +27,9 @@ pub(crate) fn gguf_layer(r: &mut GgufReader<'_>, i: usize) -> Result<LayerWeight
     let t = |s: &str| format!("blk.{i}.{s}.weight");
     let (q_out, kv_out) = r.attn_dims();
     let (wq, wk, wv) = if r.has(&t("attn_qkv")) {
-        let mut parts = r.split_rows(&t("attn_qkv"), &[q_out, kv_out, kv_out])?.into_iter();
+        let mut parts = r
+            .split_rows(&t("attn_qkv"), &[q_out, kv_out, kv_out])?
+            .into_iter();
         match (parts.next(), parts.next(), parts.next()) {
             (Some(q), Some(k), Some(v)) => (q, k, v),
             _ => return Err(r.shape_error(&t("attn_qkv"), "three parts")),

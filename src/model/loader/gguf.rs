@@ -32,7 +32,12 @@ impl Meta<'_> {
     }
 
     /// `key` holds a value of the right type but not one wick can use.
-    pub(crate) fn bad_value(&self, key: &str, expected: &str, found: impl std::fmt::Debug) -> LoadError {
+    pub(crate) fn bad_value(
+        &self,
+        key: &str,
+        expected: &str,
+        found: impl std::fmt::Debug,
+    ) -> LoadError {
         LoadError::BadField {
             path: self.path.to_path_buf(),
             key: key.to_string(),
@@ -244,7 +249,11 @@ impl GgufReader<'_> {
 
     /// A fused matrix (`[sum of parts, in]`) split by rows into matrices of `parts` rows each,
     /// in order. Exact: each row is a whole number of quantization blocks.
-    pub(crate) fn split_rows(&mut self, name: &str, parts: &[usize]) -> Result<Vec<Linear>, LoadError> {
+    pub(crate) fn split_rows(
+        &mut self,
+        name: &str,
+        parts: &[usize],
+    ) -> Result<Vec<Linear>, LoadError> {
         let q = self.qtensor(name)?;
         let total: usize = parts.iter().sum();
         let (rows, cols) = match q.shape().dims() {

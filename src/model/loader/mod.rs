@@ -20,7 +20,8 @@ pub use gguf::{load_gguf, load_gguf_llama};
 pub use hf::load_hf_dir;
 
 /// Architectures (GGUF `general.architecture`) the GGUF loader builds.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"];
 
 /// Architectures (`config.json` `model_type`) the Hugging Face loader builds.
 pub const SUPPORTED_HF_ARCHITECTURES: &[&str] = &["llama", "mistral"];
@@ -150,4 +151,3 @@ fn display_name(path: &Path) -> String {
         .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
         .unwrap_or_else(|| path.display().to_string())
 }
-
