@@ -95,6 +95,48 @@ pub struct ServerArgs {
     /// platform's data directory + `wick` (`~/.local/share/wick` on Linux).
     #[arg(long, env = "WICK_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+    /// How long stored responses (by creation) and conversations (by last change) are kept
+    /// in `wick.db` before the background pruner deletes them: `30d`, `12h`, `90m`, `3600s`
+    /// (a bare number is seconds); `0` or `off` keeps them forever.
+    #[arg(long, env = "WICK_RESPONSE_RETENTION", value_name = "AGE", default_value = "30d", value_parser = parse_retention)]
+    pub response_retention: Retention,
+}
+
+/// `--response-retention`: how long stored responses and conversations are kept; `None` is
+/// forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<std::time::Duration>);
+
+/// `30d`, `12h`, `90m`, `3600s` or a bare number of seconds; `0` or `off`: forever.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(Retention(None));
+    }
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected a number and a unit s, m, h or d (`30d`), or `off`"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (`30d`), or `off`"))?;
+    let secs = n
+        .checked_mul(per)
+        .ok_or_else(|| format!("{s:?}: too long"))?;
+    Ok(Retention(
+        (secs > 0).then(|| std::time::Duration::from_secs(secs)),
+    ))
 }
 
 impl std::fmt::Debug for ServerArgs {
@@ -119,6 +161,7 @@ impl std::fmt::Debug for ServerArgs {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("otlp_traces_endpoint", &self.otlp_traces_endpoint)
             .field("data_dir", &self.data_dir)
+            .field("response_retention", &self.response_retention)
             .finish()
     }
 }
@@ -295,6 +338,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retention_parses_units_and_off() {
+        let d = |secs| Ok(Retention(Some(std::time::Duration::from_secs(secs))));
+        assert_eq!(parse_retention("30d"), d(30 * 86_400));
+        assert_eq!(parse_retention("12h"), d(12 * 3_600));
+        assert_eq!(parse_retention("90m"), d(5_400));
+        assert_eq!(parse_retention("45"), d(45));
+        assert_eq!(parse_retention("0"), Ok(Retention(None)));
+        assert_eq!(parse_retention("OFF"), Ok(Retention(None)));
+        for bad in ["30 days", "d", "-1d", "1w", "99999999999999999999d"] {
+            assert!(parse_retention(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
         assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
@@ -391,6 +448,13 @@ mod tests {
             Some(std::path::Path::new("/srv/wick"))
         );
         assert!(format!("{s:?}").contains("/srv/wick"));
+        assert_eq!(
+            s.response_retention,
+            Retention(Some(std::time::Duration::from_secs(30 * 86_400)))
+        );
+        let s = T::parse_from(["t", "--response-retention", "off"]).s;
+        assert_eq!(s.response_retention, Retention(None));
+        assert!(T::try_parse_from(["t", "--response-retention", "soon"]).is_err());
     }
 
     #[test]

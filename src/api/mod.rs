@@ -23,6 +23,7 @@ pub mod auth;
 pub mod chat;
 pub mod choice_text;
 pub mod completions;
+pub mod conversations;
 pub mod embeddings;
 pub mod error;
 pub mod extract;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod openapi;
+pub mod responses;
 mod serve;
 mod state;
 pub mod stop;
@@ -48,7 +50,7 @@ use axum::handler::Handler;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -85,6 +87,15 @@ impl Route {
             handler,
         }
     }
+
+    fn delete<H: Handler<T, AppState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        let handler = delete(handler);
+        Self {
+            method: Method::DELETE,
+            path,
+            handler,
+        }
+    }
 }
 
 /// Every route the server answers, the one list: [`router`] is built from it, and the OpenAPI
@@ -104,6 +115,35 @@ pub fn routes() -> Vec<Route> {
         Route::get("/metrics", metrics::scrape),
         Route::get("/v1/usage", usage::handle),
         Route::get("/openapi.json", openapi::serve),
+        Route::get("/v1/responses/{id}", responses::stored::get_response),
+        Route::delete("/v1/responses/{id}", responses::stored::delete_response),
+        Route::get(
+            "/v1/responses/{id}/input_items",
+            responses::stored::input_items,
+        ),
+        Route::post("/v1/conversations", conversations::create),
+        Route::get(
+            "/v1/conversations/{conversation_id}",
+            conversations::get_one,
+        ),
+        Route::post("/v1/conversations/{conversation_id}", conversations::update),
+        Route::delete("/v1/conversations/{conversation_id}", conversations::delete),
+        Route::post(
+            "/v1/conversations/{conversation_id}/items",
+            conversations::add_items,
+        ),
+        Route::get(
+            "/v1/conversations/{conversation_id}/items",
+            conversations::list_items,
+        ),
+        Route::get(
+            "/v1/conversations/{conversation_id}/items/{item_id}",
+            conversations::get_item,
+        ),
+        Route::delete(
+            "/v1/conversations/{conversation_id}/items/{item_id}",
+            conversations::delete_item,
+        ),
     ]
 }
 
@@ -181,7 +221,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,

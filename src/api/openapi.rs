@@ -19,7 +19,10 @@ use utoipa::OpenApi;
 use super::auth::AuthConfig;
 use super::error::ErrorEnvelope;
 use super::openai::ChatCompletionChunk;
-use super::{chat, completions, embeddings, health, metrics, models, tokenize, usage, AppState};
+use super::{
+    chat, completions, conversations, embeddings, health, metrics, models, responses, tokenize,
+    usage, AppState,
+};
 
 /// The security scheme of `Authorization: Bearer KEY`.
 pub const BEARER: &str = "bearer";
@@ -51,6 +54,17 @@ pub const API_KEY: &str = "api_key";
         metrics::scrape,
         usage::handle,
         serve,
+        responses::stored::get_response,
+        responses::stored::delete_response,
+        responses::stored::input_items,
+        conversations::create,
+        conversations::get_one,
+        conversations::update,
+        conversations::delete,
+        conversations::add_items,
+        conversations::list_items,
+        conversations::get_item,
+        conversations::delete_item,
     ),
     components(schemas(ChatCompletionChunk, ErrorEnvelope), responses(ErrorEnvelope)),
     tags(

@@ -14,7 +14,7 @@ use super::metrics::Metrics;
 use super::openai::ResponseHeader;
 use super::validate::Validator;
 use crate::engine::EngineHandle;
-use crate::store::UsageLog;
+use crate::store::{ResponseStore, UsageLog};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
 /// The loaded model, once it is ready.
@@ -70,6 +70,9 @@ pub struct HttpOptions {
     /// Where each model request's usage row goes (`wick serve --data-dir`); `None`: usage is
     /// not recorded and `GET /v1/usage` is a 404.
     pub usage: Option<UsageLog>,
+    /// Stored responses and conversations (`wick serve --data-dir`); `None`: nothing is
+    /// stored, and the stored-response and conversation routes are 404s.
+    pub responses: Option<ResponseStore>,
 }
 
 impl Default for HttpOptions {
@@ -82,6 +85,7 @@ impl Default for HttpOptions {
             connections: super::ConnLimits::default(),
             tracer: None,
             usage: None,
+            responses: None,
         }
     }
 }
@@ -194,6 +198,11 @@ impl AppState {
 
     pub fn max_body_bytes(&self) -> usize {
         self.inner.options.max_body_bytes
+    }
+
+    /// The stored responses and conversations, when the server keeps them.
+    pub fn responses(&self) -> Option<&ResponseStore> {
+        self.inner.options.responses.as_ref()
     }
 
     /// The model, or 503 while loading or draining.

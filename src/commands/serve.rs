@@ -19,7 +19,7 @@ use crate::api::{self, AppState, HttpOptions, Served};
 use crate::config::{EngineArgs, ModelArgs, ServerArgs};
 use crate::engine::{Engine, EngineError};
 use crate::model::{device, LoadError};
-use crate::store::{self, UsageLog, UsageWriter, WriterConfig};
+use crate::store::{self, Pruner, ResponseStore, UsageLog, UsageWriter, WriterConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -100,6 +100,7 @@ fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeEr
         },
         tracer: None,
         usage: None,
+        responses: None,
     })
 }
 
@@ -132,6 +133,7 @@ async fn serve(
     let config = args.engine.resolve().map_err(ServeError::Config)?;
     let auth = args.server.auth().map_err(ServeError::Config)?;
     let (usage, writer) = start_usage(args.server.data_dir.as_deref())?;
+    let (responses, _pruner) = start_responses(&usage, args.server.response_retention)?;
     let name = args
         .server
         .served_model_name
@@ -153,6 +155,7 @@ async fn serve(
         auth: std::sync::Arc::new(auth),
         tracer,
         usage: Some(usage),
+        responses: Some(responses),
         ..http_options(&args.server)?
     };
     let state = AppState::with_options(name, options);
@@ -199,6 +202,30 @@ fn start_usage(dir: Option<&std::path::Path>) -> Result<(UsageLog, UsageWriter),
     let db = dir.join(store::DB_FILE);
     tracing::info!(db = %db.display(), "usage statistics");
     UsageWriter::start(db, WriterConfig::default()).map_err(ServeError::UsageThread)
+}
+
+/// The stored responses and conversations, in the usage log's `wick.db`, and their pruner
+/// (none when `--response-retention off`). Unlike usage rows, a response that cannot be
+/// stored would fail its request, so a database that cannot be opened stops the start.
+fn start_responses(
+    usage: &UsageLog,
+    retention: crate::config::Retention,
+) -> Result<(ResponseStore, Option<Pruner>), ServeError> {
+    let store = ResponseStore::open(usage.db())
+        .map_err(|e| ServeError::Config(format!("stored responses: {e}")))?;
+    let pruner = match retention.0 {
+        Some(age) => {
+            tracing::info!(
+                ?age,
+                "stored responses and conversations are pruned past this age"
+            );
+            let pruner = Pruner::start(store.clone(), age, store::prune::PRUNE_EVERY)
+                .map_err(|e| ServeError::Config(format!("starting the pruner thread: {e}")))?;
+            Some(pruner)
+        }
+        None => None,
+    };
+    Ok((store, pruner))
 }
 
 /// Names the keys (never the keys); warns once when an open server listens beyond loopback.

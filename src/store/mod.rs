@@ -2,13 +2,18 @@
 //! its bundled SQLite: nothing to install). [`Store`] owns a connection and its set-up (WAL, a
 //! busy timeout, foreign keys) and brings the schema up to date at open: [`MIGRATIONS`] is an
 //! ordered list of SQL scripts, and `PRAGMA user_version` counts how many have been applied.
-//! Usage statistics ([`usage`], written by the [`writer`] thread) are its first tables; later
-//! features (stored conversations) add theirs as further migrations, never by editing one.
+//! Usage statistics ([`usage`], written by the [`writer`] thread) are its first tables; stored
+//! responses and conversations ([`responses`], [`conversations`], through a [`ResponseStore`])
+//! the second migration's. Later features add theirs as further migrations, never by editing
+//! one.
 //!
 //! A `Store` is used by one thread at a time: the usage writer's thread, a `spawn_blocking`
-//! task answering `GET /v1/usage`, or `wick usage` on the main thread. Nothing here runs on the
-//! request path.
+//! task answering `GET /v1/usage`, `wick usage` on the main thread, or a `spawn_blocking` task
+//! holding the [`ResponseStore`]'s lock. Nothing here runs on an async thread.
 
+pub mod conversations;
+pub mod prune;
+pub mod responses;
 pub mod usage;
 pub mod writer;
 
@@ -17,6 +22,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use conversations::Conversation;
+pub use prune::Pruner;
+pub use responses::{ItemPage, Listing, Order, Pruned, ResponseStore, StoredResponse};
 pub use usage::{GroupBy, Range, RangeError, UsageReport, UsageRow, UsageTotal};
 pub use writer::{UsageCounts, UsageLog, UsageWriter, WriterConfig};
 
@@ -55,7 +63,60 @@ pub const MIGRATIONS: &[&str] = &[
         completion_tokens INTEGER NOT NULL,
         PRIMARY KEY (day, key, model)
     ) WITHOUT ROWID;",
+    // 2: stored responses and conversations (the Responses API). `owner` is the API key's
+    // name ('' when the server has no keys); every read filters on it. JSON columns hold the
+    // objects exactly as the API returns them. Items keep their order in `seq`; a response's
+    // items are its turn's input (`kind` 0) and its output (`kind` 1). Deleting a response or
+    // a conversation deletes its items (foreign keys are on for every connection). The
+    // pruner deletes by `created_at` (responses) and `updated_at` (conversations).
+    "CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        previous_response_id TEXT,
+        conversation_id TEXT,
+        response TEXT NOT NULL
+    );
+    CREATE INDEX responses_owner_id ON responses (owner, id);
+    CREATE INDEX responses_created_at ON responses (created_at);
+    CREATE TABLE response_items (
+        response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+        kind INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        PRIMARY KEY (response_id, kind, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        metadata TEXT NOT NULL
+    );
+    CREATE INDEX conversations_owner_id ON conversations (owner, id);
+    CREATE INDEX conversations_updated_at ON conversations (updated_at);
+    CREATE TABLE conversation_items (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX conversation_items_item_id ON conversation_items (conversation_id, item_id);",
 ];
+
+/// A new object id: `prefix` (`resp_`, `msg_`, `fc_`, `conv_`, ...) and 48 random hex digits
+/// (192 bits: unique without asking the database, unguessable by another key).
+pub fn new_id(prefix: &str) -> String {
+    let (a, b, c) = (
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+    );
+    format!("{prefix}{a:016x}{b:016x}{c:016x}")
+}
 
 /// Why the database could not be opened, migrated, written or read.
 #[derive(Debug, thiserror::Error)]
