@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod openapi;
+pub mod responses;
 mod serve;
 mod state;
 pub mod stop;
@@ -103,6 +104,8 @@ pub fn routes() -> Vec<Route> {
         Route::get("/health/ready", health::ready),
         Route::get("/metrics", metrics::scrape),
         Route::get("/v1/usage", usage::handle),
+        Route::post("/v1/responses", responses::create),
+        Route::post("/v1/responses/{id}/cancel", responses::cancel),
         Route::get("/openapi.json", openapi::serve),
     ]
 }

@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod model_reference;
 mod pull;
+mod responses;
 mod tokenize_api;
 mod tokenizer_reference;
 mod traces;
