@@ -165,24 +165,24 @@ async fn max_output_tokens_ends_in_response_incomplete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instructions_and_the_developer_role_reach_the_prompt() {
     let Some(url) = real_server_url() else { return };
-    let plain = json!({"input": "What is your name?", "max_output_tokens": 1, "temperature": 0});
-    let with = json!({"input": [{"role": "developer", "content": "Your name is Wick. Answer in French."},
-                                {"role": "user", "content": "What is your name?"}],
-                      "instructions": "You are a helpful assistant called Wick.",
+    let question = json!({"role": "user", "content": "What is your name?"});
+    let developer = json!({"role": "developer",
+        "content": "Your name is Wick. You always answer in French, in one short sentence."});
+    let plain = json!({"input": [question], "instructions": "Be brief.",
+                       "max_output_tokens": 1, "temperature": 0});
+    let with = json!({"input": [developer, question], "instructions": "Be brief.",
                       "max_output_tokens": 1, "temperature": 0});
     let a = ok(&url, plain).await;
     let b = ok(&url, with).await;
     let n = |r: &Value| r["usage"]["input_tokens"].as_u64().expect("input tokens");
+    // The developer text joins the instructions' system message.
     assert!(
-        n(&b) > n(&a) + 15,
-        "the system texts are in the prompt: {} vs {}",
+        n(&b) >= n(&a) + 12,
+        "the developer text is in the prompt: {} vs {}",
         n(&b),
         n(&a)
     );
-    assert_eq!(
-        b["instructions"],
-        "You are a helpful assistant called Wick."
-    );
+    assert_eq!(b["instructions"], "Be brief.");
 }
 
 fn weather_tool() -> Value {
@@ -262,7 +262,7 @@ async fn text_format_json_schema_constrains_the_output() {
 async fn truncation_disabled_refuses_an_overflow_and_auto_drops_the_oldest_items() {
     let Some(url) = real_server_url() else { return };
     let long = "word ".repeat(600);
-    let mut input: Vec<Value> = (0..4)
+    let mut input: Vec<Value> = (0..6)
         .map(|_| json!({"role": "user", "content": long}))
         .collect();
     input.push(json!({"role": "user", "content": "Hi"}));
@@ -278,7 +278,7 @@ async fn truncation_disabled_refuses_an_overflow_and_auto_drops_the_oldest_items
     assert!(
         r["usage"]["input_tokens"]
             .as_u64()
-            .is_some_and(|n| n < 2048),
+            .is_some_and(|n| n < 3000),
         "{r}"
     );
 }
