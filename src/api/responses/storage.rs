@@ -84,7 +84,14 @@ pub struct Save {
 /// Writes `response` (any status; a final one is appended to its conversation).
 pub async fn save(state: &AppState, save: &Save, response: &ResponseObject) {
     // Not wired to the store yet: every field named so that the wiring is one call.
-    let _ = (state, &save.owner, save.store, &save.conversation, &save.input, response);
+    let _ = (
+        state,
+        &save.owner,
+        save.store,
+        &save.conversation,
+        &save.input,
+        response,
+    );
 }
 
 /// `events`, with the response saved before its terminal event is yielded.
