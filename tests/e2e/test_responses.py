@@ -37,24 +37,21 @@ def test_create_with_a_string_and_with_items(client):
     assert r.output[0].type == "message" and r.output[0].id.startswith("msg_")
     assert r.usage.input_tokens > 0 and 0 < r.usage.output_tokens <= 12
     assert r.usage.input_tokens_details.cached_tokens >= 0
+    question = {"role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
+    kw = dict(model=MODEL, instructions="You are Wick.", max_output_tokens=12, temperature=0)
+    plain = client.responses.create(input=[question], **kw)
     items = client.responses.create(
-        model=MODEL,
-        input=[
-            {"role": "developer", "content": "Answer in one word."},
-            {"role": "user", "content": [{"type": "input_text", "text": "Say hello."}]},
-        ],
-        instructions="You are Wick.",
-        max_output_tokens=12,
-        temperature=0,
+        input=[{"role": "developer", "content": "Answer in one word, in French, politely."}, question], **kw
     )
     assert items.instructions == "You are Wick."
     assert items.output_text
-    assert items.usage.input_tokens > r.usage.input_tokens, "the system texts are in the prompt"
+    assert items.usage.input_tokens >= plain.usage.input_tokens + 8, "the developer text is in the prompt"
 
 
 def test_stream_deltas_equal_the_final_text(client):
     with client.responses.stream(
-        model=MODEL, input="Count to five.", max_output_tokens=16, temperature=0
+        model=MODEL, input="What is 2+2? Answer with just the number.", max_output_tokens=64,
+        temperature=0,
     ) as stream:
         deltas = []
         kinds = []
