@@ -329,3 +329,29 @@ async fn bad_requests_are_400s_and_unknown_ids_404s_naming_the_field() {
     assert_eq!(v["error"]["param"], "previous_response_id");
     assert_eq!(v["error"]["type"], "invalid_request_error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_response_is_queued_at_once_and_can_be_cancelled_while_it_runs() {
+    let state = wick::api::AppState::new("tiny", wick::api::DEFAULT_MAX_BODY_BYTES);
+    state.set_ready(crate::common::slow_served(
+        std::time::Duration::from_millis(20),
+    ));
+    let server = crate::common::TestServer::start(state).await;
+    let r = ok(
+        &server.url,
+        json!({"input": "hi", "background": true, "max_output_tokens": 400}),
+    )
+    .await;
+    assert_eq!(r["status"], "queued", "{r}");
+    assert_eq!(r["background"], true);
+    let id = r["id"].as_str().expect("an id").to_string();
+    let cancel = format!("{}/v1/responses/{id}/cancel", server.url);
+    let c = post(&cancel, json!({})).await;
+    assert_eq!(c.status().as_u16(), 200);
+    let c: Value = c.json().await.expect("json");
+    assert_eq!(c["status"], "cancelled", "{c}");
+    assert_eq!(c["id"], id.as_str());
+    let again = post(&cancel, json!({})).await;
+    assert_ne!(again.status().as_u16(), 200, "it is no longer running");
+    server.stop().await;
+}
