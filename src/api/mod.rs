@@ -114,6 +114,8 @@ pub fn routes() -> Vec<Route> {
         Route::get("/health/ready", health::ready),
         Route::get("/metrics", metrics::scrape),
         Route::get("/v1/usage", usage::handle),
+        Route::post("/v1/responses", responses::create),
+        Route::post("/v1/responses/{id}/cancel", responses::cancel),
         Route::get("/openapi.json", openapi::serve),
         Route::get("/v1/responses/{id}", responses::stored::get_response),
         Route::delete("/v1/responses/{id}", responses::stored::delete_response),

@@ -53,6 +53,8 @@ pub const API_KEY: &str = "api_key";
         health::ready,
         metrics::scrape,
         usage::handle,
+        responses::create,
+        responses::background::cancel,
         serve,
         responses::stored::get_response,
         responses::stored::delete_response,

@@ -101,6 +101,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// The per-key limits' live state.
     limiters: Limiters,
+    /// The background responses still running (`POST /v1/responses/{id}/cancel` finds them).
+    background: super::responses::Running,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -141,6 +143,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(&model_name)),
                 limiters: Limiters::new(&options.auth.keys),
+                background: super::responses::Running::default(),
                 model_name,
                 served: OnceLock::new(),
                 draining: AtomicBool::new(false),
@@ -189,6 +192,11 @@ impl AppState {
     /// Each limited key's buckets, for the limits middleware.
     pub fn limiters(&self) -> &Limiters {
         &self.inner.limiters
+    }
+
+    /// The background responses still running.
+    pub fn background(&self) -> &super::responses::Running {
+        &self.inner.background
     }
 
     /// The API keys and public paths, for the router's middleware.

@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod model_reference;
 mod pull;
+mod responses;
 mod stored;
 mod tokenize_api;
 mod tokenizer_reference;
