@@ -13,8 +13,8 @@
 pub mod background;
 pub mod events;
 pub mod input;
-pub mod stored;
 mod storage;
+pub mod stored;
 pub mod types;
 
 use axum::extract::State;
@@ -33,6 +33,7 @@ use super::metrics::ResponseRecorder;
 use super::stream::{self, Deadline};
 use super::validate::{ValidChat, ValidationError, Validator};
 use super::{unix_now, AppState};
+pub use crate::store::new_id;
 use events::{ResponsesStream, StreamSetup};
 use types::*;
 
@@ -74,12 +75,6 @@ pub struct ResponseRun {
     /// Its events, `response.created` first, exactly one terminal event last. Dropping the
     /// stream cancels the engine request.
     pub events: BoxStream<'static, ResponseEvent>,
-}
-
-/// A new id: `prefix` and 48 random hex digits.
-pub fn new_id(prefix: &str) -> String {
-    let (a, b) = (rand::random::<u128>(), rand::random::<u64>());
-    format!("{prefix}{a:032x}{b:016x}")
 }
 
 /// A response: JSON (the terminal response), or with `stream` server-sent events

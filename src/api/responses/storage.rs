@@ -8,9 +8,10 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::Value as Json;
 
-use super::types::{CreateResponse, ResponseEvent, ResponseObject};
+use super::types::{CreateResponse, ResponseEvent, ResponseObject, Status};
 use crate::api::error::ApiError;
-use crate::api::AppState;
+use crate::api::{blocking, AppState};
+use crate::store::{ResponseStore, StoreError, StoredResponse};
 
 /// `conversation` as an id: a string, or `{"id": ...}`.
 pub fn conversation_id(v: Option<&Json>) -> Result<Option<String>, ApiError> {
@@ -39,6 +40,17 @@ fn not_found(message: String, param: &str, code: Option<&'static str>) -> ApiErr
     }
 }
 
+/// The store, or the 404 a request naming stored state gets on a server without one.
+fn store_for(state: &AppState, what: &str, param: &str) -> Result<ResponseStore, ApiError> {
+    state.responses().cloned().ok_or_else(|| {
+        not_found(
+            format!("{what}: this server stores nothing (start it with a data directory)"),
+            param,
+            Some("storage_off"),
+        )
+    })
+}
+
 /// The items `req` continues: `previous_response_id`'s chain, or its conversation's items.
 pub async fn history(
     state: &AppState,
@@ -46,28 +58,36 @@ pub async fn history(
     req: &CreateResponse,
     conversation: Option<&str>,
 ) -> Result<Vec<Json>, ApiError> {
-    let _ = (state, owner);
     if let (Some(_), Some(_)) = (&req.previous_response_id, conversation) {
         return Err(ApiError::invalid(
             "previous_response_id and conversation cannot be used together",
             Some("previous_response_id"),
         ));
     }
-    if let Some(id) = &req.previous_response_id {
-        return Err(not_found(
-            format!("Previous response with id '{id}' not found."),
-            "previous_response_id",
-            Some("previous_response_not_found"),
-        ));
+    let owner = owner.to_string();
+    if let Some(id) = req.previous_response_id.clone() {
+        let what = format!("Previous response with id '{id}' not found.");
+        let store = store_for(state, &what, "previous_response_id")?;
+        let found = blocking(move || store.history(&owner, &id).map_err(stored)).await?;
+        return found.ok_or_else(|| {
+            not_found(
+                what,
+                "previous_response_id",
+                Some("previous_response_not_found"),
+            )
+        });
     }
-    if let Some(id) = conversation {
-        return Err(not_found(
-            format!("Conversation with id '{id}' not found."),
-            "conversation",
-            None,
-        ));
+    if let Some(id) = conversation.map(str::to_string) {
+        let what = format!("Conversation with id '{id}' not found.");
+        let store = store_for(state, &what, "conversation")?;
+        let found = blocking(move || store.conversation_items(&owner, &id).map_err(stored)).await?;
+        return found.ok_or_else(|| not_found(what, "conversation", None));
     }
     Ok(Vec::new())
+}
+
+fn stored(e: StoreError) -> ApiError {
+    ApiError::Internal(format!("the response store failed: {e}"))
 }
 
 /// What saving a response needs besides the response.
@@ -81,17 +101,47 @@ pub struct Save {
     pub input: Vec<Json>,
 }
 
-/// Writes `response` (any status; a final one is appended to its conversation).
+/// Writes `response` (any status; a final one is appended to its conversation). A store
+/// that fails is logged, not fatal: the client still gets its response.
 pub async fn save(state: &AppState, save: &Save, response: &ResponseObject) {
-    // Not wired to the store yet: every field named so that the wiring is one call.
-    let _ = (
-        state,
-        &save.owner,
-        save.store,
-        &save.conversation,
-        &save.input,
-        response,
-    );
+    let Some(store) = state.responses().filter(|_| save.store).cloned() else {
+        return;
+    };
+    let body = match serde_json::to_value(response) {
+        Ok(v) => v,
+        Err(e) => return tracing::error!(id = %response.id, "a response did not serialize: {e}"),
+    };
+    let finished = !matches!(response.status, Status::Queued | Status::InProgress);
+    let appended: Vec<Json> = save
+        .input
+        .iter()
+        .chain(body["output"].as_array().into_iter().flatten())
+        .cloned()
+        .collect();
+    let row = StoredResponse {
+        id: response.id.clone(),
+        owner: save.owner.clone(),
+        created_at: i64::try_from(response.created_at).unwrap_or(i64::MAX),
+        status: response.status.name().to_string(),
+        previous_response_id: response.previous_response_id.clone(),
+        conversation_id: save.conversation.clone(),
+        response: body,
+        input_items: save.input.clone(),
+    };
+    let conversation = save.conversation.clone().filter(|_| finished);
+    let written = blocking(move || {
+        store.save(&row).map_err(stored)?;
+        match conversation {
+            Some(c) => store
+                .append_items(&row.owner, &c, &appended)
+                .map_err(stored),
+            None => Ok(()),
+        }
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::error!(id = %response.id, "the response was not stored: {e}");
+    }
 }
 
 /// `events`, with the response saved before its terminal event is yielded.
@@ -116,6 +166,9 @@ pub fn saving(
 
 /// Whether `owner` has a stored response `id`.
 pub async fn exists(state: &AppState, owner: &str, id: &str) -> Result<bool, ApiError> {
-    let _ = (state, owner, id);
-    Ok(false)
+    let Some(store) = state.responses().cloned() else {
+        return Ok(false);
+    };
+    let (owner, id) = (owner.to_string(), id.to_string());
+    blocking(move || store.get(&owner, &id).map(|r| r.is_some()).map_err(stored)).await
 }
