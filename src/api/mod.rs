@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod openapi;
+pub mod responses;
 mod serve;
 mod state;
 pub mod stop;

@@ -1,0 +1,113 @@
+//! The Responses API's WebSocket mode (`GET /v1/responses` with `Upgrade: websocket`), as
+//! OpenAI defines it so that the SDKs' `responses.connect()` work unchanged: the handshake
+//! takes the same auth as the POST (the router's key middleware has checked it) and an
+//! `OpenAI-Beta` header (accepted, not required); then the client sends
+//! `{"type": "response.create", ...}` with the POST body's fields and the server answers with
+//! the same events as the SSE stream, one JSON text frame each, or an `error` event
+//! (`{"type": "error", "status", "error": {...}}`) for what it cannot do. The connection stays
+//! usable after every error event.
+//!
+//! This file owns the handshake and the connection's [`Limits`]; `conn.rs` the loop (one tokio
+//! task per socket, spawned by axum after the upgrade); `frames.rs` the pure parts (client
+//! frames, error events, the per-connection history cache). Responses themselves are started
+//! through [`Start`] (the real one: [`Responses`], over `responses::start`); the loop knows
+//! nothing of prompts or the engine.
+
+mod conn;
+mod frames;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::api::error::ApiError;
+
+/// The largest client message acted on (the Python client's default frame limit).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Messages up to this size are read and refused with an `error` event; past it the socket
+/// is closed with 1009, so that one client cannot make the server buffer without bound.
+pub const HARD_MESSAGE_BYTES: usize = 16 << 20;
+
+/// What one connection may do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Larger client messages get an `error` event (413 `message_too_large`).
+    pub max_message_bytes: usize,
+    /// Larger messages close the socket (1009): the read buffer's bound.
+    pub hard_message_bytes: usize,
+    /// How often the server pings the client.
+    pub ping_every: Duration,
+    /// How long a connection lives; then `websocket_connection_limit_reached` and close 1000
+    /// (after the running response, if any, has ended).
+    pub lifetime: Duration,
+    /// How many responses' histories the connection keeps for `previous_response_id`.
+    pub history_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            hard_message_bytes: HARD_MESSAGE_BYTES,
+            ping_every: Duration::from_secs(30),
+            lifetime: Duration::from_secs(60 * 60),
+            history_entries: 8,
+        }
+    }
+}
+
+/// A started response, as the connection loop sees it.
+pub struct Run {
+    /// `resp_...`
+    pub id: String,
+    /// The items the prompt was built from (the prior history and this turn's input).
+    pub history: Vec<Value>,
+    /// The server events, as JSON, ending with one terminal event. Dropping it cancels the
+    /// engine request.
+    pub events: BoxStream<'static, Value>,
+}
+
+/// Starts one response from a `response.create` body (the POST body's fields) and, when the
+/// connection holds the history of its `previous_response_id`, that history as `prior`.
+pub trait Start: Send + 'static {
+    fn start(
+        &self,
+        body: Map<String, Value>,
+        prior: Option<Vec<Value>>,
+    ) -> BoxFuture<'static, Result<Run, ApiError>>;
+}
+
+/// Upgrades `ws` to a connection served with `start` and `limits`, closed with 1001 once
+/// `closing` turns true; a request that is not a WebSocket handshake gets the OpenAI envelope
+/// with the rejection's status (400, 405 or 426).
+pub fn upgrade<S: Start>(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    start: S,
+    limits: Limits,
+    closing: watch::Receiver<bool>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = format!(
+                "GET /v1/responses is the WebSocket mode: {} (POST /v1/responses for HTTP)",
+                rejection.body_text()
+            );
+            let mut r = ApiError::invalid(message, None).into_response();
+            *r.status_mut() = status;
+            return r;
+        }
+    };
+    ws.max_message_size(limits.hard_message_bytes)
+        .max_frame_size(limits.hard_message_bytes)
+        .on_upgrade(move |socket| conn::serve(socket, start, limits, closing))
+}
