@@ -37,6 +37,14 @@ pub enum ApiError {
     /// The request names a model this server does not serve.
     #[error("the model `{0}` does not exist")]
     ModelNotFound(String),
+    /// A stored object (a response, a conversation) the caller's key has none of; `param`
+    /// names the field that named it, `code` is OpenAI's for it.
+    #[error("{message}")]
+    NotFound {
+        message: String,
+        param: Option<String>,
+        code: Option<&'static str>,
+    },
     /// The body is over the limit.
     #[error("{0}")]
     BodyTooLarge(String),
@@ -99,6 +107,9 @@ impl ApiError {
                 "invalid_request_error",
                 Some("model_not_found"),
             ),
+            ApiError::NotFound { code, .. } => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", *code)
+            }
             ApiError::BodyTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
@@ -136,6 +147,7 @@ impl ApiError {
             ApiError::InvalidRequest { param, .. } => param.clone(),
             ApiError::ContextLength { param, .. } => Some(param.to_string()),
             ApiError::ModelNotFound(_) => Some("model".to_string()),
+            ApiError::NotFound { param, .. } => param.clone(),
             _ => None,
         };
         ErrorEnvelope {
@@ -260,6 +272,15 @@ mod tests {
                 ApiError::ModelNotFound("m".into()),
                 404,
                 Some("model_not_found"),
+            ),
+            (
+                ApiError::NotFound {
+                    message: "x".into(),
+                    param: Some("previous_response_id".into()),
+                    code: Some("previous_response_not_found"),
+                },
+                404,
+                Some("previous_response_not_found"),
             ),
             (
                 ApiError::BodyTooLarge("x".into()),

@@ -104,6 +104,9 @@ pub fn routes() -> Vec<Route> {
         Route::get("/health/ready", health::ready),
         Route::get("/metrics", metrics::scrape),
         Route::get("/v1/usage", usage::handle),
+        Route::post("/v1/responses", responses::create),
+        Route::get("/v1/responses", responses::ws::connect),
+        Route::post("/v1/responses/{id}/cancel", responses::cancel),
         Route::get("/openapi.json", openapi::serve),
     ]
 }

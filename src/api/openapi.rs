@@ -19,7 +19,9 @@ use utoipa::OpenApi;
 use super::auth::AuthConfig;
 use super::error::ErrorEnvelope;
 use super::openai::ChatCompletionChunk;
-use super::{chat, completions, embeddings, health, metrics, models, tokenize, usage, AppState};
+use super::{
+    chat, completions, embeddings, health, metrics, models, responses, tokenize, usage, AppState,
+};
 
 /// The security scheme of `Authorization: Bearer KEY`.
 pub const BEARER: &str = "bearer";
@@ -50,6 +52,9 @@ pub const API_KEY: &str = "api_key";
         health::ready,
         metrics::scrape,
         usage::handle,
+        responses::create,
+        responses::ws::connect,
+        responses::background::cancel,
         serve,
     ),
     components(schemas(ChatCompletionChunk, ErrorEnvelope), responses(ErrorEnvelope)),

@@ -100,6 +100,8 @@ struct Inner {
     /// Turns true when the server stops serving: open connections (upgraded WebSockets
     /// included) close; [`super::serve`] waits until every receiver is gone.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The background responses still running (`POST /v1/responses/{id}/cancel` finds them).
+    background: super::responses::Running,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -140,6 +142,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(&model_name)),
                 limiters: Limiters::new(&options.auth.keys),
+                background: super::responses::Running::default(),
                 model_name,
                 served: OnceLock::new(),
                 draining: AtomicBool::new(false),
@@ -200,6 +203,11 @@ impl AppState {
     /// Each limited key's buckets, for the limits middleware.
     pub fn limiters(&self) -> &Limiters {
         &self.inner.limiters
+    }
+
+    /// The background responses still running.
+    pub fn background(&self) -> &super::responses::Running {
+        &self.inner.background
     }
 
     /// The API keys and public paths, for the router's middleware.

@@ -73,6 +73,11 @@ pub trait Endpoint: Send + 'static {
     fn end(&mut self) -> Vec<Self::Chunk>;
     /// The body the chunks add up to.
     fn fold(&self, chunks: Vec<Self::Chunk>) -> Self::Body;
+    /// The chunks that end a response failed after its start (the Responses API's
+    /// `response.failed`); none by default: the error itself goes out ([`chunks`]).
+    fn failed(&mut self, _error: &ApiError) -> Vec<Self::Chunk> {
+        Vec::new()
+    }
 }
 
 /// The requests' streams as one, tagged with their index.
@@ -202,6 +207,67 @@ fn data<T: Serialize>(chunks: Vec<T>) -> Vec<SseEvent> {
 
 fn error_event(e: &ApiError) -> SseEvent {
     SseEvent::default().data(e.body().to_string())
+}
+
+/// The machine's chunks over `events` as one stream (for endpoints whose chunks are sent as
+/// they are made, and whose machine ends a failed response itself): its start chunks, each
+/// event's, its end chunks. A failure (the engine's, the deadline's) ends the stream with the
+/// machine's [`Endpoint::failed`] chunks, or with the error when it has none. The events are
+/// dropped once the machine has finished (the engine frees what it still runs).
+pub fn chunks<E: Endpoint>(
+    machine: E,
+    events: Events,
+    deadline: Deadline,
+    recorder: ResponseRecorder,
+) -> BoxStream<'static, Result<E::Chunk, ApiError>> {
+    let body = stream::unfold(
+        (machine, Phase::Start(observed(events, recorder))),
+        move |(mut m, phase)| async move {
+            let ok = |chunks: Vec<E::Chunk>| chunks.into_iter().map(Ok).collect::<Vec<_>>();
+            match phase {
+                Phase::Done => None,
+                Phase::Start(events) => Some((ok(m.start()), (m, Phase::Events(events)))),
+                Phase::Events(mut events) => {
+                    if m.is_finished() {
+                        drop(events);
+                        return Some((ok(m.end()), (m, Phase::Done)));
+                    }
+                    let e = match next(&mut events, &deadline).await {
+                        Ok((source, event)) => match m.on(source, event) {
+                            Ok(chunks) => return Some((ok(chunks), (m, Phase::Events(events)))),
+                            Err(e) => ApiError::from(e),
+                        },
+                        Err(e) => e,
+                    };
+                    drop(events);
+                    let out = match m.failed(&e) {
+                        failed if failed.is_empty() => vec![Err(e)],
+                        failed => ok(failed),
+                    };
+                    Some((out, (m, Phase::Done)))
+                }
+            }
+        },
+    );
+    body.flat_map(stream::iter).boxed()
+}
+
+/// Named server-sent events: each item as `event: <name>` and `data: <json>`, no `[DONE]`
+/// (the Responses API's framing; its last event says the response ended).
+pub fn sse_named<T: Serialize + Send + 'static>(
+    items: BoxStream<'static, T>,
+    name: fn(&T) -> &'static str,
+) -> Response {
+    let body = items.map(move |item| {
+        let event = match serde_json::to_string(&item) {
+            Ok(json) => SseEvent::default().event(name(&item)).data(json),
+            Err(e) => error_event(&ApiError::Internal(format!("encoding an event: {e}"))),
+        };
+        Ok::<_, Infallible>(event)
+    });
+    Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
+        .into_response()
 }
 
 /// What an endpoint machine starts from: the response's header fields, the tokenizer for

@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod model_reference;
 mod pull;
+mod responses;
 mod responses_ws;
 mod tokenize_api;
 mod tokenizer_reference;

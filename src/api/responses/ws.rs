@@ -22,13 +22,22 @@ use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::api::error::ApiError;
+use super::types::CreateResponse;
+use super::{start, Caller};
+use crate::api::auth::ApiKeyName;
+use crate::api::error::{ApiError, ErrorEnvelope};
+use crate::api::extract::WireRequest;
+use crate::api::limits::Budget;
+use crate::api::AppState;
 
 /// The largest client message acted on (the Python client's default frame limit).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -83,6 +92,77 @@ pub trait Start: Send + 'static {
         body: Map<String, Value>,
         prior: Option<Vec<Value>>,
     ) -> BoxFuture<'static, Result<Run, ApiError>>;
+}
+
+/// The WebSocket mode: upgrades to a connection on which each `response.create` runs one
+/// response (its events as JSON text frames). The handshake needs the same key as the POST.
+#[utoipa::path(
+    get, path = "/v1/responses", operation_id = "connect_responses", tag = "openai",
+    params(
+        ("OpenAI-Beta" = Option<String>, Header, description = "Accepted, not required \
+            (e.g. `responses_websockets=2026-02-06`)."),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: send \
+            `{\"type\": \"response.create\", ...}` (the POST body's fields without `stream` \
+            and `background`), receive the response's events, one JSON text frame each, or \
+            `{\"type\": \"error\", \"status\", \"error\"}`."),
+        (status = 400, description = "Not a WebSocket handshake.", body = ErrorEnvelope),
+        (status = 426, description = "The connection cannot be upgraded.", body = ErrorEnvelope),
+        (status = 503, response = ErrorEnvelope),
+    ),
+)]
+pub async fn connect(
+    State(state): State<AppState>,
+    key: Option<Extension<ApiKeyName>>,
+    budget: Option<Extension<Budget>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(e) = state.served() {
+        return e.into_response();
+    }
+    let caller = Caller::of(key.as_ref().map(|k| &k.0), budget.map(|b| b.0), None);
+    let closing = state.closing();
+    upgrade(ws, Responses { state, caller }, Limits::default(), closing)
+}
+
+/// The real [`Start`]: `responses::start` for the connection's caller. Turns have no access
+/// log record of their own (the handshake had one); the key's token budget is charged per
+/// turn.
+struct Responses {
+    state: AppState,
+    caller: Caller,
+}
+
+impl Start for Responses {
+    fn start(
+        &self,
+        body: Map<String, Value>,
+        prior: Option<Vec<Value>>,
+    ) -> BoxFuture<'static, Result<Run, ApiError>> {
+        let (state, caller) = (self.state.clone(), self.caller.clone());
+        async move {
+            let req = CreateResponse::from_json(Value::Object(body))?;
+            state.check_model(req.model())?;
+            let run = start(&state, caller, req, prior).await?;
+            let events = run
+                .events
+                .map(|e| {
+                    serde_json::to_value(&e).unwrap_or_else(|err| {
+                        frames::api_error_event(&ApiError::Internal(format!(
+                            "an event did not serialize: {err}"
+                        )))
+                    })
+                })
+                .boxed();
+            Ok(Run {
+                id: run.id,
+                history: run.history,
+                events,
+            })
+        }
+        .boxed()
+    }
 }
 
 /// Upgrades `ws` to a connection served with `start` and `limits`, closed with 1001 once
