@@ -13,7 +13,7 @@ from conftest import API_KEY, MODEL
 
 def run_turn(conn, **create) -> tuple[list, object]:
     """Sends one response.create; returns the events up to the terminal one, and it."""
-    conn.response.create(model=MODEL, max_output_tokens=12, temperature=0, **create)
+    conn.response.create(**{"model": MODEL, "max_output_tokens": 12, "temperature": 0, **create})
     events = []
     for event in conn:
         events.append(event)
@@ -25,14 +25,14 @@ def run_turn(conn, **create) -> tuple[list, object]:
 def test_a_store_false_chain_over_one_connection(client):
     with client.responses.connect() as conn:
         events, done = run_turn(conn, input="My name is Ana. Say hello.", store=False)
-        assert done.type == "response.completed", done
+        assert done.type in ("response.completed", "response.incomplete"), done
         assert [e.sequence_number for e in events] == list(range(len(events)))
         text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
         assert text == done.response.output_text
         prev, prompt = done.response.id, done.response.usage.input_tokens
         for question in ["What is my name?", "Say it again."]:
             _, done = run_turn(conn, input=question, store=False, previous_response_id=prev)
-            assert done.type == "response.completed", done
+            assert done.type in ("response.completed", "response.incomplete"), done
             r = done.response
             assert r.previous_response_id == prev
             assert r.usage.input_tokens > prompt
@@ -51,7 +51,7 @@ def test_error_events_leave_the_connection_usable(client):
         _, done = run_turn(conn, input="Hi", temperature=9)
         assert done.type == "error" and done.error.param == "temperature", done
         _, done = run_turn(conn, input="Hi", store=False)
-        assert done.type == "response.completed", done
+        assert done.type in ("response.completed", "response.incomplete"), done
 
 
 def test_the_handshake_takes_the_key(keyed_server):
