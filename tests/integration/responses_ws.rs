@@ -294,7 +294,7 @@ async fn own_real_server() -> Option<TestServer> {
     let loaded = wick::model::load(path.to_str().expect("utf-8"), &candle_core::Device::Cpu)
         .expect("test model loads");
     let config = wick::engine::EngineConfig {
-        kv_cache_bytes: Some(32 << 20),
+        kv_cache_bytes: Some(64 << 20),
         ..wick::engine::EngineConfig::default()
     };
     let engine = wick::engine::Engine::start(loaded.model, config).expect("engine starts");
@@ -309,9 +309,6 @@ async fn own_real_server() -> Option<TestServer> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "did not finish within minutes on the loaded 2-core machine; not yet diagnosed \
-    (the unit test api::responses::ws::tests::a_closed_connection_drops_its_running_response \
-    covers the drop)"]
 async fn closing_the_connection_mid_generation_frees_the_sequence() {
     let Some(server) = own_real_server().await else {
         return;
@@ -326,16 +323,16 @@ async fn closing_the_connection_mid_generation_frees_the_sequence() {
     )
     .await;
     loop {
-        if recv(&mut ws).await["type"] == "response.output_text.delta" {
+        let e = recv(&mut ws).await;
+        assert!(!terminal(&e), "{e}");
+        if e["type"] == "response.output_text.delta" {
             break;
         }
     }
     let engine = server.state.engine().expect("engine").clone();
-    assert_eq!(engine.stats().running, 1);
-    let cancelled = engine.stats().cancellations;
     drop(ws);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while engine.stats().running != 0 || engine.stats().cancellations == cancelled {
+    while engine.stats().running != 0 || engine.stats().waiting != 0 {
         assert!(
             Instant::now() < deadline,
             "still running: {:?}",
