@@ -102,6 +102,9 @@ impl<S: Start> Conn<S> {
                         if !self.on_out(socket, out).await {
                             return None;
                         }
+                        if self.running.is_none() && self.expired {
+                            return self.expire(socket).await;
+                        }
                     }
                     None => {
                         self.running = None;
@@ -173,10 +176,16 @@ impl<S: Start> Conn<S> {
                     ) {
                         self.history.put(id, items);
                     }
+                    // The turn is over once its terminal event goes out: a create sent right
+                    // after it must not find the connection busy.
+                    self.running = None;
                 }
                 send(socket, &event).await
             }
-            Out::Refused(e) => send(socket, &frames::api_error_event(&e)).await,
+            Out::Refused(e) => {
+                self.running = None;
+                send(socket, &frames::api_error_event(&e)).await
+            }
         }
     }
 
