@@ -115,6 +115,7 @@ pub fn routes() -> Vec<Route> {
         Route::get("/metrics", metrics::scrape),
         Route::get("/v1/usage", usage::handle),
         Route::post("/v1/responses", responses::create),
+        Route::get("/v1/responses", responses::ws::connect),
         Route::post("/v1/responses/{id}/cancel", responses::cancel),
         Route::get("/openapi.json", openapi::serve),
         Route::get("/v1/responses/{id}", responses::stored::get_response),

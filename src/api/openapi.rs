@@ -54,6 +54,7 @@ pub const API_KEY: &str = "api_key";
         metrics::scrape,
         usage::handle,
         responses::create,
+        responses::ws::connect,
         responses::background::cancel,
         serve,
         responses::stored::get_response,

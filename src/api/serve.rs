@@ -5,7 +5,9 @@
 //! kernel's listen backlog), a request head read within `header_read_timeout` (an idle
 //! kept-alive connection is closed after it too) and at most `max_header_bytes` long (431
 //! past it). On shutdown the loop stops accepting and waits for the open connections to finish
-//! their requests.
+//! their requests. Connections are served with upgrades (the Responses WebSocket mode); an
+//! upgraded socket is told to close (1001) through [`AppState::closing`] as well, and the
+//! shutdown waits for it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
@@ -55,9 +57,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.options().connections;
-    let app = router(state);
+    let app = router(state.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -83,17 +84,30 @@ pub async fn serve(
                 resp
             }
         });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let conn = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut closing = state.closing();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // Once closing, idle kept-alive connections close and busy ones finish their
+            // request first (hyper's graceful shutdown).
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                () = closing.wait_for(|c| *c).map(|_| ()) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            drop(closing);
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    state.close_connections().await;
     Ok(())
 }
 

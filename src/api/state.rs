@@ -101,6 +101,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// The per-key limits' live state.
     limiters: Limiters,
+    /// Turns true when the server stops serving: open connections (upgraded WebSockets
+    /// included) close; [`super::serve`] waits until every receiver is gone.
+    closing: tokio::sync::watch::Sender<bool>,
     /// The background responses still running (`POST /v1/responses/{id}/cancel` finds them).
     background: super::responses::Running,
 }
@@ -147,6 +150,7 @@ impl AppState {
                 model_name,
                 served: OnceLock::new(),
                 draining: AtomicBool::new(false),
+                closing: tokio::sync::watch::Sender::new(false),
                 options,
                 created: unix_now(),
             }),
@@ -173,6 +177,17 @@ impl AppState {
     /// Stop admitting requests: everything but in-flight streams gets 503.
     pub fn begin_drain(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Watches for the server's end: a connection holds one of these while it is open.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Tells every open connection to close, then waits until all have.
+    pub(crate) async fn close_connections(&self) {
+        self.inner.closing.send_replace(true);
+        self.inner.closing.closed().await;
     }
 
     pub fn model_name(&self) -> &str {

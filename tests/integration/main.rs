@@ -17,6 +17,7 @@ mod metrics;
 mod model_reference;
 mod pull;
 mod responses;
+mod responses_ws;
 mod stored;
 mod tokenize_api;
 mod tokenizer_reference;

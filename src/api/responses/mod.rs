@@ -16,6 +16,7 @@ pub mod input;
 mod storage;
 pub mod stored;
 pub mod types;
+pub mod ws;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
