@@ -100,7 +100,6 @@ def test_a_function_tool_round_trip(client):
     assert r2.usage.input_tokens > r.usage.input_tokens
 
 
-@pytest.mark.skip(reason="previous_response_id needs the response store (branch convstore), not merged yet")
 def test_a_previous_response_id_chain_of_three_turns_reuses_the_cache(client):
     r1 = client.responses.create(
         model=MODEL, input="My name is Ada. Tell me a short fact about stars.",

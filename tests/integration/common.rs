@@ -173,14 +173,22 @@ pub fn real_server_url() -> Option<String> {
                 };
                 let engine =
                     wick::engine::Engine::start(loaded.model, config).expect("engine starts");
-                let state = wick::api::AppState::new("smol", wick::api::DEFAULT_MAX_BODY_BYTES);
+                // Responses are stored, in a directory that lives as long as the binary.
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = wick::store::ResponseStore::open(&dir.path().join("wick.db"))
+                    .expect("response store opens");
+                let options = wick::api::HttpOptions {
+                    responses: Some(store),
+                    ..wick::api::HttpOptions::default()
+                };
+                let state = wick::api::AppState::with_options("smol", options);
                 let template = loaded.chat_template.map(std::sync::Arc::new);
                 state.set_ready(wick::api::Served::new(engine, tok, template));
                 let server = TestServer::start(state).await;
                 tx.send(server.url.clone()).expect("send url");
                 // Serve for the rest of the test binary.
                 std::future::pending::<()>().await;
-                drop(server);
+                drop((server, dir));
             });
         });
         Some(rx.recv().expect("server url"))

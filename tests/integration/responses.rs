@@ -332,7 +332,13 @@ async fn bad_requests_are_400s_and_unknown_ids_404s_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_response_is_queued_at_once_and_can_be_cancelled_while_it_runs() {
-    let state = wick::api::AppState::new("tiny", wick::api::DEFAULT_MAX_BODY_BYTES);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = wick::store::ResponseStore::open(&dir.path().join("wick.db")).expect("store");
+    let options = wick::api::HttpOptions {
+        responses: Some(store),
+        ..wick::api::HttpOptions::default()
+    };
+    let state = wick::api::AppState::with_options("tiny", options);
     state.set_ready(crate::common::slow_served(
         std::time::Duration::from_millis(20),
     ));
@@ -352,6 +358,131 @@ async fn a_background_response_is_queued_at_once_and_can_be_cancelled_while_it_r
     assert_eq!(c["status"], "cancelled", "{c}");
     assert_eq!(c["id"], id.as_str());
     let again = post(&cancel, json!({})).await;
-    assert_ne!(again.status().as_u16(), 200, "it is no longer running");
+    assert_eq!(again.status().as_u16(), 400, "it is no longer running");
+    let (status, stored) = get(&format!("{}/v1/responses/{id}", server.url)).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        stored["status"], "cancelled",
+        "the poll sees the cancellation"
+    );
     server.stop().await;
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.expect("GET");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json"))
+}
+
+fn cached(r: &Value) -> u64 {
+    r["usage"]["input_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("cached_tokens")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_response_id_chain_of_three_turns_is_stored_and_reuses_the_cache() {
+    let Some(url) = real_server_url() else { return };
+    let turn = |input: &str, prev: Option<&str>| {
+        let mut body = json!({"input": input, "instructions": "Be brief.",
+            "max_output_tokens": 12, "temperature": 0});
+        if let Some(p) = prev {
+            body["previous_response_id"] = json!(p);
+        }
+        body
+    };
+    let r1 = ok(&url, turn("My name is Ada. Say hello.", None)).await;
+    let id1 = r1["id"].as_str().expect("id");
+    let r2 = ok(&url, turn("Name a colour.", Some(id1))).await;
+    let id2 = r2["id"].as_str().expect("id");
+    let r3 = ok(&url, turn("What is my name?", Some(id2))).await;
+    assert_eq!(r3["previous_response_id"], id2);
+    let tokens = |r: &Value| r["usage"]["input_tokens"].as_u64().expect("input_tokens");
+    assert!(tokens(&r1) < tokens(&r2) && tokens(&r2) < tokens(&r3));
+    assert!(cached(&r2) > 0, "turn 2 reuses turn 1's blocks: {r2}");
+    assert!(cached(&r3) > cached(&r2), "turn 3 reuses more: {r3}");
+    // Each turn is retrievable at once, with the input it was given.
+    let (status, got) = get(&format!("{url}/v1/responses/{id2}")).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["output"], r2["output"]);
+    let (_, items) = get(&format!("{url}/v1/responses/{id2}/input_items")).await;
+    let texts: Vec<&str> = items["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|i| i["content"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["Name a colour."], "{items}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_false_leaves_nothing_and_a_streamed_response_is_retrievable_at_its_end() {
+    let Some(url) = real_server_url() else { return };
+    let r = ok(
+        &url,
+        json!({"input": "Hi", "store": false, "max_output_tokens": 4}),
+    )
+    .await;
+    assert_eq!(r["store"], false);
+    let (status, v) = get(&format!(
+        "{url}/v1/responses/{}",
+        r["id"].as_str().expect("id")
+    ))
+    .await;
+    assert_eq!(status, 404, "store false writes nothing: {v}");
+    let (status, v) = create(
+        &url,
+        json!({"input": "More", "previous_response_id": r["id"], "max_output_tokens": 4}),
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"]["param"], "previous_response_id");
+
+    let evs = events(&url, json!({"input": "Hi", "max_output_tokens": 4})).await;
+    let (name, last) = evs.last().expect("events");
+    assert_eq!(name, "response.incomplete");
+    let id = last["response"]["id"].as_str().expect("id");
+    let (status, got) = get(&format!("{url}/v1/responses/{id}")).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["status"], "incomplete");
+    assert_eq!(got["output"], last["response"]["output"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_in_a_conversation_reads_its_items_and_appends_its_turn() {
+    let Some(url) = real_server_url() else { return };
+    let conv = post(
+        &format!("{url}/v1/conversations"),
+        json!({"items": [{"type": "message", "role": "user", "content": "My name is Ada."}]}),
+    )
+    .await;
+    assert_eq!(conv.status().as_u16(), 200);
+    let conv: Value = conv.json().await.expect("json");
+    let cid = conv["id"].as_str().expect("id");
+    let r = ok(
+        &url,
+        json!({"input": "What is my name?", "conversation": cid, "max_output_tokens": 8,
+               "temperature": 0}),
+    )
+    .await;
+    assert_eq!(r["conversation"]["id"], cid, "{r}");
+    let alone = ok(
+        &url,
+        json!({"input": "What is my name?", "max_output_tokens": 8, "temperature": 0}),
+    )
+    .await;
+    let tokens = |r: &Value| r["usage"]["input_tokens"].as_u64().expect("input_tokens");
+    assert!(
+        tokens(&r) > tokens(&alone),
+        "the conversation's items are in the prompt"
+    );
+    let (_, items) = get(&format!("{url}/v1/conversations/{cid}/items?order=asc")).await;
+    let data = items["data"].as_array().expect("data");
+    assert_eq!(
+        data.len(),
+        3,
+        "the first item, this input and the reply: {items}"
+    );
+    assert_eq!(data[1]["content"][0]["text"], "What is my name?");
+    assert_eq!(data[2]["role"], "assistant");
 }

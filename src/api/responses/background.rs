@@ -52,6 +52,13 @@ pub async fn create(
             Some("background"),
         ));
     }
+    if state.responses().is_none() {
+        return Err(ApiError::invalid(
+            "background responses are polled from the store, and this server stores nothing \
+             (start it with a data directory)",
+            Some("background"),
+        ));
+    }
     if req.stream == Some(true) {
         return Err(ApiError::invalid(
             "stream with background is not supported: poll GET /v1/responses/{id}",
