@@ -132,8 +132,11 @@ async fn serve(
 ) -> Result<(), ServeError> {
     let config = args.engine.resolve().map_err(ServeError::Config)?;
     let auth = args.server.auth().map_err(ServeError::Config)?;
-    let (usage, writer) = start_usage(args.server.data_dir.as_deref())?;
-    let (responses, _pruner) = start_responses(&usage, args.server.response_retention)?;
+    let db = data_db(args.server.data_dir.as_deref())?;
+    // The response store opens (and migrates) the database before the usage writer's thread
+    // does: two connections migrating a new file at once would find it locked.
+    let (responses, _pruner) = start_responses(&db, args.server.response_retention)?;
+    let (usage, writer) = start_usage(db)?;
     let name = args
         .server
         .served_model_name
@@ -191,15 +194,19 @@ async fn serve(
         .map_err(ServeError::Serve)
 }
 
-/// The data directory (created if need be) and the usage writer on its `wick.db`. Only a
-/// directory that cannot be had stops the start; a database that cannot be opened is the
-/// writer's to log, count and retry.
-fn start_usage(dir: Option<&std::path::Path>) -> Result<(UsageLog, UsageWriter), ServeError> {
+/// `wick.db` in the data directory, created if need be: a directory that cannot be had stops
+/// the start.
+fn data_db(dir: Option<&std::path::Path>) -> Result<std::path::PathBuf, ServeError> {
     let dir = store::resolve_data_dir(dir).map_err(ServeError::Config)?;
     std::fs::create_dir_all(&dir).map_err(|e| {
         ServeError::Config(format!("--data-dir {}: creating it: {e}", dir.display()))
     })?;
-    let db = dir.join(store::DB_FILE);
+    Ok(dir.join(store::DB_FILE))
+}
+
+/// The usage log's writer thread on `db`: a database it cannot open is the writer's to log,
+/// count and retry.
+fn start_usage(db: std::path::PathBuf) -> Result<(UsageLog, UsageWriter), ServeError> {
     tracing::info!(db = %db.display(), "usage statistics");
     UsageWriter::start(db, WriterConfig::default()).map_err(ServeError::UsageThread)
 }
@@ -208,10 +215,10 @@ fn start_usage(dir: Option<&std::path::Path>) -> Result<(UsageLog, UsageWriter),
 /// (none when `--response-retention off`). Unlike usage rows, a response that cannot be
 /// stored would fail its request, so a database that cannot be opened stops the start.
 fn start_responses(
-    usage: &UsageLog,
+    db: &std::path::Path,
     retention: crate::config::Retention,
 ) -> Result<(ResponseStore, Option<Pruner>), ServeError> {
-    let store = ResponseStore::open(usage.db())
+    let store = ResponseStore::open(db)
         .map_err(|e| ServeError::Config(format!("stored responses: {e}")))?;
     let pruner = match retention.0 {
         Some(age) => {
