@@ -147,7 +147,7 @@ pub async fn cancel(
     key: Option<Extension<ApiKeyName>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let owner = key.map(|k| k.0.name.to_string()).unwrap_or_default();
+    let owner = super::stored::owner(key);
     let task = state.background().with(|m| match m.get(&id) {
         Some(t) if t.owner == owner => m.remove(&id),
         _ => None,

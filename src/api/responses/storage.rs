@@ -8,10 +8,11 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::Value as Json;
 
+use super::stored::store_failed;
 use super::types::{CreateResponse, ResponseEvent, ResponseObject, Status};
 use crate::api::error::ApiError;
 use crate::api::{blocking, AppState};
-use crate::store::{ResponseStore, StoreError, StoredResponse};
+use crate::store::{ResponseStore, StoredResponse};
 
 /// `conversation` as an id: a string, or `{"id": ...}`.
 pub fn conversation_id(v: Option<&Json>) -> Result<Option<String>, ApiError> {
@@ -68,7 +69,7 @@ pub async fn history(
     if let Some(id) = req.previous_response_id.clone() {
         let what = format!("Previous response with id '{id}' not found.");
         let store = store_for(state, &what, "previous_response_id")?;
-        let found = blocking(move || store.history(&owner, &id).map_err(stored)).await?;
+        let found = blocking(move || store.history(&owner, &id).map_err(store_failed)).await?;
         return found.ok_or_else(|| {
             not_found(
                 what,
@@ -80,14 +81,11 @@ pub async fn history(
     if let Some(id) = conversation.map(str::to_string) {
         let what = format!("Conversation with id '{id}' not found.");
         let store = store_for(state, &what, "conversation")?;
-        let found = blocking(move || store.conversation_items(&owner, &id).map_err(stored)).await?;
+        let found =
+            blocking(move || store.conversation_items(&owner, &id).map_err(store_failed)).await?;
         return found.ok_or_else(|| not_found(what, "conversation", None));
     }
     Ok(Vec::new())
-}
-
-fn stored(e: StoreError) -> ApiError {
-    ApiError::Internal(format!("the response store failed: {e}"))
 }
 
 /// What saving a response needs besides the response.
@@ -130,11 +128,11 @@ pub async fn save(state: &AppState, save: &Save, response: &ResponseObject) {
     };
     let conversation = save.conversation.clone().filter(|_| finished);
     let written = blocking(move || {
-        store.save(&row).map_err(stored)?;
+        store.save(&row).map_err(store_failed)?;
         match conversation {
             Some(c) => store
                 .append_items(&row.owner, &c, &appended)
-                .map_err(stored),
+                .map_err(store_failed),
             None => Ok(()),
         }
     })
@@ -170,5 +168,11 @@ pub async fn exists(state: &AppState, owner: &str, id: &str) -> Result<bool, Api
         return Ok(false);
     };
     let (owner, id) = (owner.to_string(), id.to_string());
-    blocking(move || store.get(&owner, &id).map(|r| r.is_some()).map_err(stored)).await
+    blocking(move || {
+        store
+            .get(&owner, &id)
+            .map(|r| r.is_some())
+            .map_err(store_failed)
+    })
+    .await
 }

@@ -15,13 +15,12 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use crate::api::auth::ApiKeyName;
-use crate::api::error::{ApiError, ErrorBody, ErrorEnvelope};
+use crate::api::error::{ApiError, ErrorEnvelope};
 use crate::api::{blocking, AppState};
 use crate::store::{ItemPage, Listing, Order, ResponseStore, StoreError};
 
@@ -36,18 +35,15 @@ pub fn owner(key: Option<Extension<ApiKeyName>>) -> String {
         .unwrap_or_default()
 }
 
-/// A 404 in the OpenAI envelope with `code` (the error table has no row for a missing object:
-/// its `ModelNotFound` is the model's).
+/// A 404 in the OpenAI envelope with `code`: [`ApiError::NotFound`] as the handlers'
+/// `Response` error.
 pub fn not_found_with(message: String, param: Option<&str>, code: &'static str) -> Response {
-    let body = ErrorEnvelope {
-        error: ErrorBody {
-            message,
-            kind: "invalid_request_error",
-            param: param.map(str::to_string),
-            code: Some(code),
-        },
-    };
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+    ApiError::NotFound {
+        message,
+        param: param.map(str::to_string),
+        code: Some(code),
+    }
+    .into_response()
 }
 
 /// 404 for `what` (`Response`, `Conversation`, `Item`) `id`, unknown or another key's.
