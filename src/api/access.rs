@@ -91,12 +91,13 @@ struct Line {
 
 impl Line {
     /// The usage row of this request, pushed to the writer's queue. A refused key's 401 is
-    /// nobody's usage and gets none.
+    /// nobody's usage and gets none; nor does a WebSocket handshake (101), whose turns have
+    /// rows of their own ([`TurnLog`]).
     fn push_usage(&self, r: &Record, duration_ms: f64, ttft_ms: Option<f64>) {
         let Some((log, model)) = &self.usage else {
             return;
         };
-        if self.status == 401 {
+        if matches!(self.status, 101 | 401) {
             return;
         }
         log.push(UsageRow {
@@ -149,6 +150,52 @@ impl Drop for Line {
             t.end(self.status, &r);
         }
         self.push_usage(&r, duration_ms, ttft_ms);
+    }
+}
+
+/// The access line and usage row of one WebSocket turn (a `response.create` on a Responses
+/// socket), written when it is dropped: when the turn's events are done (sent to the end, or
+/// dropped because the client left or the server closed). The line's method is `WS`, its path
+/// `/v1/responses`, its status the turn's (200, or the error event's). Turns have no trace span
+/// of their own.
+pub struct TurnLog {
+    line: Line,
+}
+
+impl TurnLog {
+    /// A turn of `key`'s socket from `client`, starting now; its record is [`TurnLog::note`].
+    pub fn begin(state: &AppState, key: Option<Arc<str>>, client: Option<SocketAddr>) -> Self {
+        let path = "/v1/responses".to_string();
+        let usage = state
+            .options()
+            .usage
+            .as_ref()
+            .map(|log| (log.clone(), state.model_name().to_string()));
+        Self {
+            line: Line {
+                start: Instant::now(),
+                request_id: crate::store::new_id("req_"),
+                method: "WS".into(),
+                path,
+                status: 200,
+                key,
+                client,
+                note: AccessNote::default(),
+                trace: None,
+                usage,
+                arrived: super::unix_now() as i64,
+            },
+        }
+    }
+
+    /// The turn's record, for its response's recorder and its key's limits.
+    pub fn note(&self) -> AccessNote {
+        self.line.note.clone()
+    }
+
+    /// The turn ended with `status` (an error event's) rather than 200.
+    pub fn set_status(&mut self, status: u16) {
+        self.line.status = status;
     }
 }
 

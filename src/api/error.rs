@@ -140,6 +140,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status of this error (what a WebSocket turn's error event and log line carry).
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     /// The `{"error": {...}}` envelope.
     pub fn envelope(&self) -> ErrorEnvelope {
         let (_, kind, code) = self.parts();

@@ -388,6 +388,27 @@ impl Drop for Done {
     }
 }
 
+/// Admits one request of `key` against its limiter, if it has one: a concurrency slot and
+/// one request from its requests-per-minute bucket; or the 429 with the key's `x-ratelimit-*`
+/// headers, the refusal counted.
+fn admit(
+    state: &AppState,
+    key: &Arc<str>,
+) -> Result<Option<Arc<Reservation>>, (ApiError, HeaderMap)> {
+    let Some(limiter) = state.limiters().get(key).cloned() else {
+        return Ok(None);
+    };
+    if let Err(refusal) = limiter.admit(Instant::now()) {
+        state.metrics().rate_limited(key, refusal.kind());
+        return Err((refusal.into(), limiter.headers(Instant::now())));
+    }
+    Ok(Some(Arc::new(Reservation {
+        limiter,
+        reserved: AtomicU64::new(0),
+        refused: AtomicBool::new(false),
+    })))
+}
+
 /// The middleware (inside `auth`, which names the key): admits the request against its key's
 /// concurrency and requests-per-minute limits (429 otherwise, before the body is read), hands
 /// the handler its [`Budget`], and puts the key's `x-ratelimit-*` headers on the response.
@@ -396,22 +417,14 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     let Some(key) = req.extensions().get::<ApiKeyName>().map(|k| k.name.clone()) else {
         return next.run(req).await;
     };
-    let limiter = state.limiters().get(&key).cloned();
-    if let Some(l) = &limiter {
-        if let Err(refusal) = l.admit(Instant::now()) {
-            state.metrics().rate_limited(&key, refusal.kind());
-            let mut resp = ApiError::from(refusal).into_response();
-            resp.headers_mut().extend(l.headers(Instant::now()));
+    let reservation = match admit(&state, &key) {
+        Ok(r) => r,
+        Err((e, headers)) => {
+            let mut resp = e.into_response();
+            resp.headers_mut().extend(headers);
             return resp;
         }
-    }
-    let reservation = limiter.map(|limiter| {
-        Arc::new(Reservation {
-            limiter,
-            reserved: AtomicU64::new(0),
-            refused: AtomicBool::new(false),
-        })
-    });
+    };
     if let Some(r) = &reservation {
         req.extensions_mut().insert(Budget(r.clone()));
     }
@@ -430,6 +443,53 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         metrics: state.metrics().clone(),
     };
     on_body_done(resp, done)
+}
+
+/// One WebSocket turn's place in its key's limits, held until the turn's events are done:
+/// the concurrency slot and the token reservation an HTTP request's middleware would hold.
+pub struct TurnSlot {
+    budget: Option<Budget>,
+    done: Done,
+}
+
+impl Drop for TurnSlot {
+    fn drop(&mut self) {
+        if let Some(r) = &self.done.reservation {
+            if r.refused.load(Ordering::SeqCst) {
+                self.done.metrics.rate_limited(&self.done.key, "tokens");
+            }
+        }
+    }
+}
+
+impl TurnSlot {
+    /// The turn's token budget, to reserve its prompt and output against.
+    pub fn budget(&self) -> Option<Budget> {
+        self.budget.clone()
+    }
+}
+
+/// Admits a WebSocket turn of `key` (none: an open server) as [`enforce`] admits a request;
+/// `note` is the turn's record, which settles its reservation at the end. A refusal is the
+/// 429 error (the turn's `error` event).
+pub fn admit_turn(
+    state: &AppState,
+    key: Option<&Arc<str>>,
+    note: AccessNote,
+) -> Result<Option<TurnSlot>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let reservation = admit(state, key).map_err(|(e, _)| e)?;
+    Ok(Some(TurnSlot {
+        budget: reservation.clone().map(Budget),
+        done: Done {
+            key: key.clone(),
+            reservation,
+            note: Some(note),
+            metrics: state.metrics().clone(),
+        },
+    }))
 }
 
 /// A duration as OpenAI's reset headers write it (Go's format): `250ms`, `1s`, `1.5s`, `6m0s`,

@@ -46,6 +46,12 @@ impl Default for ConnLimits {
     }
 }
 
+/// A connection's `--max-connections` place, in each of its requests' extensions: a handler
+/// that takes the connection over (the WebSocket upgrade) keeps a clone, so that the place is
+/// given back when the socket closes, not when its HTTP part ends.
+#[derive(Clone, Debug)]
+pub struct ConnSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);
+
 /// hyper's buffer can be no smaller than this; the head limit is held to it.
 const MIN_BUF: usize = 8192;
 
@@ -74,10 +80,13 @@ pub async fn serve(
             continue;
         };
         let app = app.clone();
+        let slot = ConnSlot(Arc::new(slot));
+        let held = slot.clone();
         // The peer's address, for the access log (what `into_make_service_with_connect_info`
         // gives axum's own server).
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(held.clone());
             let app = app.clone();
             async move {
                 let resp: Result<_, Infallible> = app.oneshot(req.map(axum::body::Body::new)).await;

@@ -486,3 +486,108 @@ async fn a_response_in_a_conversation_reads_its_items_and_appends_its_turn() {
     assert_eq!(data[1]["content"][0]["text"], "What is my name?");
     assert_eq!(data[2]["role"], "assistant");
 }
+
+/// A response that fails after `response.created` (here `--request-timeout` passing while the
+/// slow model generates), on the raw SSE frames: the lifecycle events, then exactly one
+/// terminal event, `response.failed` with the error and the text so far, sequence numbers
+/// +1 each, one response id throughout; the WebSocket frames are the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_created_ends_the_frames_with_one_response_failed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let options = wick::api::HttpOptions {
+        request_timeout: Some(std::time::Duration::from_millis(400)),
+        ..wick::api::HttpOptions::default()
+    };
+    let state = wick::api::AppState::with_options("tiny", options);
+    state.set_ready(crate::common::slow_served(
+        std::time::Duration::from_millis(20),
+    ));
+    let server = crate::common::TestServer::start(state).await;
+    let body = json!({"model": "tiny", "input": "hi", "max_output_tokens": 200, "temperature": 0});
+    let sse = events(&server.url, body.clone()).await;
+
+    let (ws_url, _) = (
+        format!("{}/v1/responses", server.url.replace("http://", "ws://")),
+        (),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("handshake");
+    let mut create = body;
+    create["type"] = json!("response.create");
+    ws.send(Message::Text(create.to_string().into()))
+        .await
+        .expect("send");
+    let mut frames = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            let done = v["type"] == "response.failed" || v["type"] == "response.completed";
+            frames.push(v);
+            if done {
+                break;
+            }
+        }
+    }
+
+    for (how, events) in [
+        (
+            "sse",
+            sse.iter()
+                .map(|(n, d)| (n.clone(), d.clone()))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "ws",
+            frames
+                .iter()
+                .map(|f| (f["type"].as_str().unwrap_or("").to_string(), f.clone()))
+                .collect(),
+        ),
+    ] {
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            &names[..2],
+            ["response.created", "response.in_progress"],
+            "{how}"
+        );
+        assert!(
+            names.contains(&"response.output_text.delta"),
+            "{how}: {names:?}"
+        );
+        let terminals: Vec<&&str> = names
+            .iter()
+            .filter(|n| {
+                [
+                    "response.completed",
+                    "response.incomplete",
+                    "response.failed",
+                    "error",
+                ]
+                .contains(n)
+            })
+            .collect();
+        assert_eq!(terminals, [&"response.failed"], "{how}: {names:?}");
+        assert_eq!(names.last(), Some(&"response.failed"), "{how}");
+        for (i, (n, d)) in events.iter().enumerate() {
+            assert_eq!(&d["type"], n, "{how}");
+            assert_eq!(d["sequence_number"], i as u64, "{how}: {n}");
+        }
+        let id = &events[0].1["response"]["id"];
+        let failed = &events.last().expect("terminal").1["response"];
+        assert_eq!(
+            (&failed["id"], &failed["status"]),
+            (id, &json!("failed")),
+            "{how}"
+        );
+        assert_eq!(failed["error"]["code"], "server_error", "{how}: {failed}");
+        let message = failed["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("timeout") || message.contains("took longer"),
+            "{how}: {message}"
+        );
+    }
+    drop(ws);
+    server.stop().await;
+}

@@ -410,3 +410,137 @@ async fn a_plain_get_is_an_error_and_shutdown_closes_sockets_with_1001() {
     assert_eq!(code, Some(1001));
     stopping.await.expect("the server stops");
 }
+
+/// `url`'s socket with `key` as the bearer.
+async fn connect_as(http: &str, key: &str) -> Client {
+    let mut req = ws_url(http).into_client_request().expect("request");
+    let bearer = format!("Bearer {key}").parse().expect("header");
+    req.headers_mut().insert("authorization", bearer);
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("handshake");
+    assert_eq!(resp.status().as_u16(), 101);
+    ws
+}
+
+/// The requests `/v1/usage?group_by=key` counts for `key`, once it has counted `n` in all.
+async fn usage_rows(url: &str, admin: &str, key: &str, n: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{url}/v1/usage?group_by=key"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("usage")
+            .json()
+            .await
+            .expect("JSON");
+        let data = v["data"].as_array().cloned().unwrap_or_default();
+        let count = |k: Option<&str>| -> u64 {
+            data.iter()
+                .filter(|d| k.is_none_or(|k| d["key"] == k))
+                .filter_map(|d| d["requests"].as_u64())
+                .sum()
+        };
+        if count(None) >= n || Instant::now() > deadline {
+            return count(Some(key));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A turn on a socket is a request of its key: while it runs it holds the key's one
+/// concurrency slot (an HTTP request of that key gets 429, and a turn while an HTTP request
+/// runs gets a 429 error event), and each turn writes its own usage row; the handshake none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_turns_hold_the_keys_concurrency_slot_and_write_usage_rows() {
+    use wick::store::{UsageWriter, WriterConfig, DB_FILE};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fast = WriterConfig {
+        flush_every: Duration::from_millis(20),
+        ..WriterConfig::default()
+    };
+    let (log, writer) = UsageWriter::start(dir.path().join(DB_FILE), fast).expect("writer");
+    let keys = ApiKeys::from_toml(
+        "[[keys]]\nname = \"ops\"\nkey = \"sk-ws-ops\"\nadmin = true\n\n\
+         [[keys]]\nname = \"team\"\nkey = \"sk-ws-team\"\nmax_concurrent_requests = 1\n",
+    )
+    .expect("keys");
+    let options = wick::api::HttpOptions {
+        auth: std::sync::Arc::new(AuthConfig {
+            keys,
+            metrics_require_key: false,
+        }),
+        usage: Some(log),
+        ..wick::api::HttpOptions::default()
+    };
+    let state = AppState::with_options("tiny", options);
+    state.set_ready(crate::common::slow_served(Duration::from_millis(20)));
+    let server = TestServer::start(state).await;
+    let http = reqwest::Client::new();
+    let chat = |stream: bool| {
+        http.post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth("sk-ws-team")
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}],
+                          "max_tokens": 30, "stream": stream}))
+            .send()
+    };
+
+    let mut ws = connect_as(&server.url, "sk-ws-team").await;
+    let long = json!({"model": "tiny", "store": false, "max_output_tokens": 30});
+    send(&mut ws, create("hello", long.clone())).await;
+    assert_eq!(recv(&mut ws).await["type"], "response.created");
+    let refused = chat(false).await.expect("request");
+    assert_eq!(refused.status().as_u16(), 429, "the turn holds the slot");
+    completed(&turn(&mut ws).await);
+    assert_eq!(chat(false).await.expect("request").status().as_u16(), 200);
+
+    // An HTTP stream of the key runs (its head is out): the socket's turn is refused.
+    let running = chat(true).await.expect("request");
+    assert_eq!(running.status().as_u16(), 200);
+    send(&mut ws, create("hello", long)).await;
+    let event = recv(&mut ws).await;
+    assert_eq!(
+        (&event["type"], &event["status"]),
+        (&json!("error"), &json!(429)),
+        "{event}"
+    );
+    running.text().await.expect("the stream ends");
+
+    // Two turns, three HTTP requests; the handshake is no usage of its own.
+    assert_eq!(usage_rows(&server.url, "sk-ws-ops", "team", 5).await, 5);
+    drop(ws);
+    server.stop().await;
+    writer.finish();
+}
+
+/// An open socket keeps its connection's `--max-connections` place: with one place, another
+/// client waits until the socket closes, then is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_socket_holds_its_connection_place() {
+    let options = wick::api::HttpOptions {
+        connections: wick::api::ConnLimits {
+            max_connections: 1,
+            ..wick::api::ConnLimits::default()
+        },
+        ..wick::api::HttpOptions::default()
+    };
+    let state = AppState::with_options("tiny", options);
+    state.set_ready(tiny_served(tiny_config()));
+    let server = TestServer::start(state).await;
+    let health = format!("{}/health/live", server.url);
+    let mut ws = connect(&server.url).await;
+    let waited = tokio::time::timeout(Duration::from_millis(700), reqwest::get(&health)).await;
+    assert!(
+        waited.is_err(),
+        "a second client was served beside the open socket"
+    );
+    ws.close(None).await.expect("close");
+    let served = tokio::time::timeout(Duration::from_secs(10), reqwest::get(&health))
+        .await
+        .expect("served once the socket closed")
+        .expect("request");
+    assert_eq!(served.status().as_u16(), 200);
+    server.stop().await;
+}

@@ -590,3 +590,66 @@ async fn a_server_without_a_data_dir_says_storage_is_off() {
     }
     s.stop().await;
 }
+
+/// A response asked to be stored that the store cannot write is a failure the client sees,
+/// not a response that a later GET or `previous_response_id` cannot find: JSON gets a 500 and
+/// a stream ends with `response.failed` (its output still on it); `store: false` is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_the_store_cannot_write_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _store) = server(Some(dir.path()), None).await;
+    let body = |extra: Value| {
+        let mut b = json!({"model": "tiny", "input": "hi", "max_output_tokens": 3});
+        if let (Some(o), Value::Object(e)) = (b.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        b
+    };
+    // Another connection holds the write lock for longer than the store waits.
+    let lock = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("open");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let post = |b: Value| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/responses", s.url))
+            .json(&b)
+            .send()
+    };
+    let (json_reply, streamed, unstored) = tokio::join!(
+        post(body(json!({}))),
+        post(body(json!({"stream": true}))),
+        post(body(json!({"store": false}))),
+    );
+    let json_reply = json_reply.expect("request");
+    assert_eq!(json_reply.status().as_u16(), 500);
+    let v: Value = json_reply.json().await.expect("JSON");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not be stored"), "{v}");
+    let text = streamed.expect("request").text().await.expect("body");
+    let last: Value = crate::common::sse_data(&text)
+        .last()
+        .map(|d| serde_json::from_str(d).expect("JSON"))
+        .expect("events");
+    assert_eq!(last["type"], "response.failed", "{text}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+    assert!(!last["response"]["output"]
+        .as_array()
+        .expect("output")
+        .is_empty());
+    assert_eq!(unstored.expect("request").status().as_u16(), 200);
+
+    lock.execute_batch("ROLLBACK").expect("unlock");
+    let (status, v) = call(
+        &s,
+        None,
+        Method::POST,
+        "/v1/responses",
+        Some(body(json!({}))),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["id"].as_str().expect("id");
+    let (status, _) = call(&s, None, Method::GET, &format!("/v1/responses/{id}"), None).await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}

@@ -81,7 +81,8 @@ pub async fn create(
         return Err(ApiError::Internal("the response did not start".into()));
     };
     queued.status = Status::Queued;
-    storage::save(&state, &save, &queued).await;
+    // A background response nobody could poll is refused (500) rather than lost.
+    storage::save(&state, &save, &queued).await?;
     let (tx, rx) = oneshot::channel();
     let id = run.id.clone();
     state
@@ -109,7 +110,8 @@ async fn drive(
                     if let Some(r) = e.response() {
                         last = r.clone();
                         if !e.is_terminal() {
-                            storage::save(&state, &save, &last).await;
+                            // Logged by `save`; the terminal save will retry the row.
+                            let _ = storage::save(&state, &save, &last).await;
                         }
                     }
                     if e.is_terminal() {
@@ -120,7 +122,8 @@ async fn drive(
             reply = &mut cancel => {
                 drop(events);
                 last.status = Status::Cancelled;
-                storage::save(&state, &save, &last).await;
+                // Logged by `save`; the canceller still gets the cancelled response.
+                let _ = storage::save(&state, &save, &last).await;
                 if let Ok(reply) = reply {
                     let _ = reply.send(last);
                 }

@@ -9,7 +9,9 @@ use futures_util::StreamExt;
 use serde_json::Value as Json;
 
 use super::stored::store_failed;
-use super::types::{CreateResponse, ResponseEvent, ResponseObject, Status};
+use super::types::{
+    CreateResponse, EventKind, ResponseError, ResponseEvent, ResponseObject, Status,
+};
 use crate::api::error::ApiError;
 use crate::api::{blocking, AppState};
 use crate::store::{ResponseStore, StoredResponse};
@@ -99,16 +101,18 @@ pub struct Save {
     pub input: Vec<Json>,
 }
 
-/// Writes `response` (any status; a final one is appended to its conversation). A store
-/// that fails is logged, not fatal: the client still gets its response.
-pub async fn save(state: &AppState, save: &Save, response: &ResponseObject) {
+/// Writes `response` (any status; a final one is appended to its conversation); `Ok` without
+/// a store or with `store: false`.
+pub async fn save(
+    state: &AppState,
+    save: &Save,
+    response: &ResponseObject,
+) -> Result<(), ApiError> {
     let Some(store) = state.responses().filter(|_| save.store).cloned() else {
-        return;
+        return Ok(());
     };
-    let body = match serde_json::to_value(response) {
-        Ok(v) => v,
-        Err(e) => return tracing::error!(id = %response.id, "a response did not serialize: {e}"),
-    };
+    let body = serde_json::to_value(response)
+        .map_err(|e| ApiError::Internal(format!("the response did not serialize: {e}")))?;
     let finished = !matches!(response.status, Status::Queued | Status::InProgress);
     let appended: Vec<Json> = save
         .input
@@ -137,8 +141,33 @@ pub async fn save(state: &AppState, save: &Save, response: &ResponseObject) {
         }
     })
     .await;
-    if let Err(e) = written {
+    if let Err(e) = &written {
         tracing::error!(id = %response.id, "the response was not stored: {e}");
+    }
+    written
+}
+
+/// The terminal event `e` as `response.failed` because its response could not be stored:
+/// a client that asked for storage must not be told it has a response that a later
+/// `previous_response_id` or GET cannot find. The output generated so far stays on it.
+fn unstored(e: ResponseEvent, err: &ApiError) -> ResponseEvent {
+    let Some(mut response) = e.response().cloned() else {
+        return e;
+    };
+    response.status = Status::Failed;
+    response.error = Some(ResponseError {
+        code: "server_error",
+        message: format!(
+            "the response was generated but could not be stored ({}); retry, or send \
+             store: false",
+            err.envelope().error.message
+        ),
+    });
+    ResponseEvent {
+        kind: EventKind::Failed {
+            response: Box::new(response),
+        },
+        sequence_number: e.sequence_number,
     }
 }
 
@@ -154,7 +183,9 @@ pub fn saving(
             let (state, save) = (state.clone(), save.clone());
             async move {
                 if let (true, Some(r)) = (e.is_terminal(), e.response()) {
-                    self::save(&state, &save, r).await;
+                    if let Err(err) = self::save(&state, &save, r).await {
+                        return unstored(e, &err);
+                    }
                 }
                 e
             }

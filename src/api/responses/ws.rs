@@ -18,11 +18,13 @@ mod frames;
 #[cfg(test)]
 mod tests;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::future::BoxFuture;
@@ -33,10 +35,12 @@ use tokio::sync::watch;
 
 use super::types::CreateResponse;
 use super::{start, Caller};
+use crate::api::access::TurnLog;
 use crate::api::auth::ApiKeyName;
 use crate::api::error::{ApiError, ErrorEnvelope};
 use crate::api::extract::WireRequest;
-use crate::api::limits::Budget;
+use crate::api::limits;
+use crate::api::serve::ConnSlot;
 use crate::api::AppState;
 
 /// The largest client message acted on (the Python client's default frame limit).
@@ -115,23 +119,31 @@ pub trait Start: Send + 'static {
 pub async fn connect(
     State(state): State<AppState>,
     key: Option<Extension<ApiKeyName>>,
-    budget: Option<Extension<Budget>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    slot: Option<Extension<ConnSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = state.served() {
         return e.into_response();
     }
-    let caller = Caller::of(key.as_ref().map(|k| &k.0), budget.map(|b| b.0), None);
-    let closing = state.closing();
-    upgrade(ws, Responses { state, caller }, Limits::default(), closing)
+    let start = Responses {
+        state: state.clone(),
+        key: key.map(|k| k.0.name.clone()),
+        client: client.map(|c| c.0 .0),
+        _slot: slot.map(|s| s.0),
+    };
+    upgrade(ws, start, Limits::default(), state.closing())
 }
 
-/// The real [`Start`]: `responses::start` for the connection's caller. Turns have no access
-/// log record of their own (the handshake had one); the key's token budget is charged per
-/// turn.
+/// The real [`Start`]: `responses::start` for the connection's key. Each turn is admitted
+/// against the key's limits (a concurrency slot and a token reservation, held until its events
+/// are done) and writes its own access-log line and usage row ([`TurnLog`]); the socket holds
+/// its `--max-connections` place for as long as it is open.
 struct Responses {
     state: AppState,
-    caller: Caller,
+    key: Option<Arc<str>>,
+    client: Option<SocketAddr>,
+    _slot: Option<ConnSlot>,
 }
 
 impl Start for Responses {
@@ -140,14 +152,30 @@ impl Start for Responses {
         body: Map<String, Value>,
         prior: Option<Vec<Value>>,
     ) -> BoxFuture<'static, Result<Run, ApiError>> {
-        let (state, caller) = (self.state.clone(), self.caller.clone());
+        let state = self.state.clone();
+        let mut turn = TurnLog::begin(&state, self.key.clone(), self.client);
+        let admitted = limits::admit_turn(&state, self.key.as_ref(), turn.note());
+        let caller = Caller {
+            owner: self.key.as_deref().unwrap_or_default().to_string(),
+            budget: admitted.as_ref().ok().and_then(|s| s.as_ref()?.budget()),
+            note: Some(turn.note()),
+        };
         async move {
-            let req = CreateResponse::from_json(Value::Object(body))?;
-            state.check_model(req.model())?;
-            let run = start(&state, caller, req, prior).await?;
+            let started = async {
+                let slot = admitted?;
+                let req = CreateResponse::from_json(Value::Object(body))?;
+                state.check_model(req.model())?;
+                Ok::<_, ApiError>((start(&state, caller, req, prior).await?, slot))
+            };
+            let (run, slot) = started.await.inspect_err(|e| {
+                turn.set_status(e.status().as_u16());
+            })?;
+            // The turn's line and limits end with its events.
+            let guard = (slot, turn);
             let events = run
                 .events
-                .map(|e| {
+                .map(move |e| {
+                    let _held = &guard;
                     serde_json::to_value(&e).unwrap_or_else(|err| {
                         frames::api_error_event(&ApiError::Internal(format!(
                             "an event did not serialize: {err}"
