@@ -350,8 +350,8 @@ impl Folded {
             message: ChatMessageBody {
                 role: "assistant",
                 // As OpenAI: content null when the message is calls only.
-                content: (self.calls.is_empty() && self.function_call.is_none()
-                    || !self.content.is_empty())
+                content: (!self.content.is_empty()
+                    || (self.calls.is_empty() && self.function_call.is_none()))
                 .then_some(self.content),
                 tool_calls: (!self.calls.is_empty()).then_some(self.calls),
                 function_call: self.function_call,

@@ -18,7 +18,8 @@ os.environ.setdefault("NLTK_DATA", _NLTK)
 from llama_index.core.llms import ChatMessage, MessageRole  # noqa: E402
 from llama_index.core.program import FunctionCallingProgram  # noqa: E402
 from llama_index.llms.openai_like import OpenAILike  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
+# LlamaIndex 0.10 reads pydantic v1 models (its bridge): a v2 model loses its `$defs`.
+from llama_index.core.bridge.pydantic import BaseModel, Field  # noqa: E402
 
 from conftest import MODEL  # noqa: E402
 
@@ -56,7 +57,7 @@ class Album(BaseModel):
 
     name: str = Field(max_length=30)
     artist: str = Field(max_length=30)
-    songs: list[Song] = Field(max_length=3)
+    songs: list[Song] = Field(max_items=3)
 
 
 def test_chat_answers(server):

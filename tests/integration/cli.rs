@@ -81,6 +81,26 @@ fn a_corrupt_model_is_one_line_with_rust_backtrace_set_and_no_colour_codes() {
             "colour codes in a pipe:\n{stderr}"
         );
     }
+    // `serve` logs before it loads: its log lines to a pipe are plain text.
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_wick"))
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LOG", "wick=info")
+        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("wick runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("loading the model"), "a log line: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe:\n{stderr}"
+    );
+    let errors = stderr.lines().filter(|l| l.starts_with("error: ")).count();
+    assert_eq!(errors, 1, "{stderr}");
 }
 
 #[test]

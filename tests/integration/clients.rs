@@ -185,7 +185,7 @@ async fn real_model_legacy_functions_come_back_as_function_call() {
     let r = post(&format!("{url}/v1/chat/completions"), streamed).await;
     let data = sse_data(&r.text().await.expect("body"));
     let (mut name, mut args, mut finish) = (String::new(), String::new(), Value::Null);
-    for d in data.iter().filter(|d| *d != "[DONE]") {
+    for d in data.iter().filter(|d| d.as_str() != "[DONE]") {
         let c: Value = serde_json::from_str(d).expect("chunk");
         let ch = &c["choices"][0];
         assert!(ch["delta"].get("tool_calls").is_none(), "{c}");

@@ -177,20 +177,21 @@ pub fn legacy_functions(req: &mut ChatCompletionRequest) -> Result<bool, Validat
         .map(|f| json!({"type": "function", "function": f}))
         .collect();
     req.tools = Some(Json::Array(tools));
-    req.tool_choice =
-        match choice {
-            None => None,
-            Some(Json::String(s)) if s == "none" || s == "auto" => Some(Json::String(s)),
-            Some(Json::Object(o)) if o.get("name").is_some_and(Json::is_string) => {
-                Some(json!({"type": "function", "function": {"name": o["name"]}}))
-            }
-            Some(other) => return Err(bad(
+    req.tool_choice = match choice {
+        None => None,
+        Some(Json::String(s)) if s == "none" || s == "auto" => Some(Json::String(s)),
+        Some(Json::Object(o)) if o.get("name").is_some_and(Json::is_string) => {
+            Some(json!({"type": "function", "function": {"name": o["name"]}}))
+        }
+        Some(other) => {
+            return Err(bad(
                 format!(
                     "function_call must be \"none\", \"auto\" or {{\"name\": ...}}, got {other}"
                 ),
                 "function_call",
-            )),
-        };
+            ))
+        }
+    };
     Ok(true)
 }
 
