@@ -156,7 +156,12 @@ impl Validator {
     /// Validates a chat request.
     pub fn chat(&self, mut req: ChatCompletionRequest) -> Result<ValidChat, ValidationError> {
         let legacy_functions = messages::legacy_functions(&mut req)?;
-        let (tools, constraint) = self.output_rules(&req)?;
+        let (tools, constraint) = self
+            .output_rules(&req)
+            .map_err(|e| match legacy_functions {
+                true => messages::legacy_param(e),
+                false => e,
+            })?;
         let raw_tools = tools.as_ref().map(Tools::raw);
         let prompt = self.chat_prompt(&req.messages, raw_tools.as_deref())?;
         let logprobs = (req.logprobs == Some(true))

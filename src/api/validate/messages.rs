@@ -195,6 +195,23 @@ pub fn legacy_functions(req: &mut ChatCompletionRequest) -> Result<bool, Validat
     Ok(true)
 }
 
+/// An error about the `tools` / `tool_choice` a legacy request was read as, naming the fields
+/// the client sent (`functions[i]...`, `function_call`).
+pub fn legacy_param(e: ValidationError) -> ValidationError {
+    let ValidationError::Invalid { message, param } = e else {
+        return e;
+    };
+    let tools_rest = param
+        .strip_prefix("tools")
+        .map(|r| r.replacen(".function", "", 1));
+    let param = match tools_rest {
+        _ if param == "tool_choice" => "function_call".to_string(),
+        Some(rest) => format!("functions{rest}"),
+        None => param,
+    };
+    ValidationError::Invalid { message, param }
+}
+
 /// A message with text content and no other field.
 pub fn text_message(role: &str, text: String) -> ChatMessage {
     ChatMessage {
@@ -276,6 +293,18 @@ mod tests {
         bad_choice.function_call = Some(json!("required"));
         let e = legacy_functions(&mut bad_choice).expect_err("400");
         assert_eq!(e.param(), "function_call");
+    }
+
+    #[test]
+    fn errors_about_the_tools_name_the_legacy_fields() {
+        let named = |p: &str| legacy_param(bad("x", p)).param().to_string();
+        assert_eq!(named("tool_choice"), "function_call");
+        assert_eq!(
+            named("tools[1].function.parameters"),
+            "functions[1].parameters"
+        );
+        assert_eq!(named("tools"), "functions");
+        assert_eq!(named("messages"), "messages");
     }
 
     #[test]
