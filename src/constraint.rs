@@ -48,15 +48,53 @@ pub fn with_compact_whitespace(mut schema: Json) -> Json {
     schema
 }
 
+/// Keywords the grammar accepts in a schema without enforcing them: dropped before
+/// llguidance sees the schema (which refuses what it cannot enforce). `uniqueItems` is what
+/// pydantic writes for a `set[...]` field; other servers accept it the same way.
+pub const UNENFORCED_KEYWORDS: [&str; 1] = ["uniqueItems"];
+
+/// Keywords whose value is a map of names to subschemas.
+const SCHEMA_MAPS: [&str; 5] = [
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+];
+
+/// `schema` without the [`UNENFORCED_KEYWORDS`], at every level where a subschema can be
+/// (a property *named* `uniqueItems` is kept: only schema keywords go).
+pub fn without_unenforced(mut schema: Json) -> Json {
+    strip_unenforced(&mut schema);
+    schema
+}
+
+fn strip_unenforced(schema: &mut Json) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    for k in UNENFORCED_KEYWORDS {
+        obj.remove(k);
+    }
+    for (key, value) in obj.iter_mut() {
+        match (SCHEMA_MAPS.contains(&key.as_str()), value) {
+            (true, Json::Object(map)) => map.values_mut().for_each(strip_unenforced),
+            (false, Json::Array(items)) => items.iter_mut().for_each(strip_unenforced),
+            (false, v @ Json::Object(_)) => strip_unenforced(v),
+            _ => {}
+        }
+    }
+}
+
 impl Grammar {
     fn to_llguidance(&self) -> TopLevelGrammar {
         match self {
             Grammar::JsonObject => TopLevelGrammar::from_json_schema(with_compact_whitespace(
                 serde_json::json!({"type": "object"}),
             )),
-            Grammar::JsonSchema(s) => {
-                TopLevelGrammar::from_json_schema(with_compact_whitespace(s.clone()))
-            }
+            Grammar::JsonSchema(s) => TopLevelGrammar::from_json_schema(with_compact_whitespace(
+                without_unenforced(s.clone()),
+            )),
             Grammar::Lark(g) => TopLevelGrammar::from_lark(g.clone()),
         }
     }
@@ -309,7 +347,6 @@ pub(crate) mod tests {
             "type": "object", "properties": {"x": {"$ref": "#/$defs/p"}}});
         assert!(g.compile(&Grammar::JsonSchema(local_ref)).is_ok());
         for bad in [
-            serde_json::json!({"type": "array", "uniqueItems": true}),
             serde_json::json!({"not": {"type": "string"}}),
             serde_json::json!({"$ref": "https://example.com/schema.json"}),
             serde_json::json!({"type": "strin"}),
@@ -325,6 +362,23 @@ pub(crate) mod tests {
         }
         let e = g.compile(&Grammar::Lark("start: undefined_rule".into()));
         assert!(matches!(e, Err(ConstraintError::Compile(_))), "{e:?}");
+    }
+
+    /// Regression (issue 16): `uniqueItems` (pydantic's `set[...]`) was a 400.
+    #[test]
+    fn unique_items_is_accepted_and_dropped_only_where_it_is_a_keyword() {
+        let g = ascii_compiler(96);
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
+            "uniqueItems": {"type": "integer"}},
+            "$defs": {"s": {"type": "array", "uniqueItems": true}},
+            "anyOf": [{"uniqueItems": false}]});
+        let stripped = without_unenforced(schema.clone());
+        assert!(stripped["properties"]["tags"].get("uniqueItems").is_none());
+        assert!(stripped["$defs"]["s"].get("uniqueItems").is_none());
+        assert!(stripped["anyOf"][0].get("uniqueItems").is_none());
+        assert_eq!(stripped["properties"]["uniqueItems"]["type"], "integer");
+        assert!(g.compile(&Grammar::JsonSchema(schema)).is_ok());
     }
 
     #[test]

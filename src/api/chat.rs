@@ -16,7 +16,7 @@ use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
 use super::tool_parse::ParsedCall;
-use super::{logprobs, AppState, RequestId};
+use super::{logprobs, AppState};
 use crate::engine::{Event, Token};
 use crate::tokenizer::Tokenizer;
 
@@ -46,7 +46,6 @@ use crate::tokenizer::Tokenizer;
 )]
 pub async fn handle(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     note: Option<Extension<AccessNote>>,
     budget: Option<Extension<Budget>>,
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
@@ -59,7 +58,7 @@ pub async fn handle(
         note.update(|r| r.max_tokens = Some(valid.request.max_tokens));
     }
     let meta = Meta {
-        header: state.header(format!("chatcmpl-{}", rid.0), "chat.completion.chunk"),
+        header: state.header(super::response_id("chatcmpl-"), "chat.completion.chunk"),
         tokenizer: served.validator.tokenizer().clone(),
         reply: valid.reply,
         prompt_tokens: valid.request.prompt.len(),
@@ -81,6 +80,8 @@ pub struct ChatStream {
     tokenizer: Arc<Tokenizer>,
     choices: Vec<ChoiceText>,
     logprobs: bool,
+    /// Calls go out in the legacy `function_call` shape (the request sent `functions`).
+    legacy_functions: bool,
     /// End with a usage chunk (always for the non-streamed body, which reports usage).
     include_usage: bool,
     usage: UsageCount,
@@ -94,6 +95,7 @@ impl ChatStream {
                 .collect(),
             include_usage: meta.reply.include_usage || !meta.reply.stream,
             logprobs: meta.reply.logprobs,
+            legacy_functions: meta.reply.legacy_functions,
             tokenizer: meta.tokenizer,
             header: meta.header,
             usage: UsageCount {
@@ -198,6 +200,23 @@ fn tool_call_deltas(call: usize, parsed: ParsedCall) -> [Delta; 2] {
     })
 }
 
+/// A chunk in the legacy function-calling shape: the first call's deltas (index 0) as
+/// `delta.function_call`, later calls dropped (the legacy message holds one call), and
+/// `tool_calls` as finish reason `function_call`.
+fn as_legacy_function_call(chunk: &mut ChatCompletionChunk) {
+    for c in &mut chunk.choices {
+        if let Some(calls) = c.delta.tool_calls.take() {
+            c.delta.function_call = calls.into_iter().find(|d| d.index == 0).map(|d| d.function);
+        }
+        if c.finish_reason == Some(FinishReason::ToolCalls) {
+            c.finish_reason = Some(FinishReason::FunctionCall);
+        }
+    }
+    chunk.choices.retain(|c| {
+        c.delta != Delta::default() || c.finish_reason.is_some() || c.logprobs.is_some()
+    });
+}
+
 impl Endpoint for ChatStream {
     type Chunk = ChatCompletionChunk;
     type Body = ChatCompletion;
@@ -208,7 +227,7 @@ impl Endpoint for ChatStream {
                 let delta = Delta {
                     role: Some("assistant"),
                     content: Some(String::new()),
-                    tool_calls: None,
+                    ..Delta::default()
                 };
                 self.chunk(vec![Self::delta(index, delta, None)], None)
             })
@@ -236,7 +255,12 @@ impl Endpoint for ChatStream {
                 (index, self.usage.finish(c, finish)?, None)
             }
         };
-        Ok(self.chunks(index, step, token.as_ref()))
+        let mut chunks = self.chunks(index, step, token.as_ref());
+        if self.legacy_functions {
+            chunks.iter_mut().for_each(as_legacy_function_call);
+            chunks.retain(|c| !c.choices.is_empty());
+        }
+        Ok(chunks)
     }
 
     fn is_finished(&self) -> bool {
@@ -283,6 +307,8 @@ impl Endpoint for ChatStream {
 struct Folded {
     content: String,
     calls: Vec<ToolCallBody>,
+    /// The legacy call (`delta.function_call` pieces added up).
+    function_call: Option<FunctionCallBody>,
     logprobs: Vec<ChatLogprobBody>,
     finish_reason: Option<FinishReason>,
 }
@@ -305,6 +331,14 @@ impl Folded {
                 (None, None) => {}
             }
         }
+        if let Some(d) = c.delta.function_call {
+            let call = self.function_call.get_or_insert(FunctionCallBody {
+                name: String::new(),
+                arguments: String::new(),
+            });
+            call.name.push_str(d.name.as_deref().unwrap_or(""));
+            call.arguments.push_str(&d.arguments);
+        }
         self.logprobs
             .extend(c.logprobs.into_iter().flat_map(|l| l.content));
         self.finish_reason = c.finish_reason.or(self.finish_reason);
@@ -316,9 +350,11 @@ impl Folded {
             message: ChatMessageBody {
                 role: "assistant",
                 // As OpenAI: content null when the message is calls only.
-                content: (self.calls.is_empty() || !self.content.is_empty())
-                    .then_some(self.content),
+                content: (!self.content.is_empty()
+                    || (self.calls.is_empty() && self.function_call.is_none()))
+                .then_some(self.content),
                 tool_calls: (!self.calls.is_empty()).then_some(self.calls),
+                function_call: self.function_call,
             },
             logprobs: logprobs.then_some(ChatLogprobs {
                 content: self.logprobs,

@@ -17,7 +17,7 @@ use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
 use super::validate::TextRules;
-use super::{logprobs, AppState, RequestId};
+use super::{logprobs, AppState};
 use crate::engine::{Event, Token};
 use crate::tokenizer::Tokenizer;
 
@@ -46,7 +46,6 @@ use crate::tokenizer::Tokenizer;
 )]
 pub async fn handle(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     note: Option<Extension<AccessNote>>,
     budget: Option<Extension<Budget>>,
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
@@ -62,7 +61,7 @@ pub async fn handle(
         note.update(|r| r.max_tokens = Some(p.request.max_tokens));
     }
     let meta = Meta {
-        header: state.header(format!("cmpl-{}", rid.0), "text_completion"),
+        header: state.header(super::response_id("cmpl-"), "text_completion"),
         tokenizer: served.validator.tokenizer().clone(),
         reply: valid.reply,
         prompt_tokens: valid.prompts.iter().map(|p| p.request.prompt.len()).sum(),

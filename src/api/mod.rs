@@ -245,6 +245,12 @@ fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// A new response id: `prefix` and 128 random bits. Not the request id, which a client may
+/// send again (a retry reusing `x-request-id`): ids are unique per response.
+pub fn response_id(prefix: &str) -> String {
+    format!("{prefix}{:032x}", rand::random::<u128>())
+}
+
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()

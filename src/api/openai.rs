@@ -125,6 +125,11 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Value>,
     #[schema(schema_with = schema::tool_choice)]
     pub tool_choice: Option<Value>,
+    /// Legacy function calling: `[{"name", "description", "parameters"}]`, read as `tools`
+    /// (not with `tools`); the reply then carries `message.function_call`.
+    pub functions: Option<Value>,
+    /// Legacy: `"none"`, `"auto"` or `{"name": ...}`, read as `tool_choice`.
+    pub function_call: Option<Value>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
@@ -164,6 +169,13 @@ pub struct TokenizeRequest {
     pub content: Option<String>,
     /// Chat messages, rendered with the chat template as the chat route renders them.
     pub messages: Option<Vec<ChatMessage>>,
+    /// With `messages`: the tools, in the prompt as the chat route puts them (so the count is
+    /// the chat route's).
+    #[schema(schema_with = schema::tools)]
+    pub tools: Option<Value>,
+    /// With `messages`: `none` leaves the tools out of the prompt, as on the chat route.
+    #[schema(schema_with = schema::tool_choice)]
+    pub tool_choice: Option<Value>,
     /// Add BOS where the model wants one (vLLM; default true).
     pub add_special_tokens: Option<bool>,
     /// Add BOS where the model wants one (llama.cpp; default false).
@@ -223,7 +235,7 @@ pub struct EmbeddingResponse {
     pub usage: EmbeddingUsage,
 }
 
-/// Why a choice ended, as OpenAI names it: these three values and nothing else go out.
+/// Why a choice ended, as OpenAI names it: these values and nothing else go out.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
@@ -233,6 +245,8 @@ pub enum FinishReason {
     Length,
     /// The model called tools (chat only).
     ToolCalls,
+    /// The model called a legacy function (chat with `functions` only).
+    FunctionCall,
 }
 
 /// The fields every response and chunk of a request share.
@@ -319,6 +333,10 @@ pub struct ChatMessageBody {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallBody>>,
+    /// The call, in the legacy shape, of a request that sent `functions` (instead of
+    /// `tool_calls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCallBody>,
 }
 
 /// A streamed call fragment: the first for a call carries `id`, `type` and the name with
@@ -369,6 +387,9 @@ pub struct Delta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Legacy (`functions` sent): the call's name first, then argument pieces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionDelta>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]

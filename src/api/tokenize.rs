@@ -3,7 +3,8 @@
 //!
 //! `/tokenize` takes vLLM's fields and llama.cpp's alike:
 //! - the input: `prompt` (vLLM) or `content` (llama.cpp), not both; or `messages`, whose ids
-//!   are exactly the chat route's prompt (BOS as the model wants it, whatever the flags say).
+//!   are exactly the chat route's prompt (BOS as the model wants it, whatever the flags say), with
+//!   `tools` (and `tool_choice`) in it as the chat route puts them.
 //! - BOS: `add_special_tokens` (vLLM) or `add_special` (llama.cpp); both given must agree.
 //!   Neither given, the API whose text field was used decides: `prompt` adds BOS (vLLM's
 //!   default), `content` does not (llama.cpp's). Either way only where the model asks for one.
@@ -97,7 +98,12 @@ enum Input {
         add_special: bool,
         parse_special: bool,
     },
-    Messages(Vec<ChatMessage>),
+    /// Chat messages, with the tools and `tool_choice` the chat route would put in the prompt.
+    Messages {
+        messages: Vec<ChatMessage>,
+        tools: Option<Value>,
+        tool_choice: Option<Value>,
+    },
 }
 
 /// A resolved `/tokenize` request.
@@ -166,7 +172,11 @@ fn resolve(req: TokenizeRequest) -> Result<Ask, ApiError> {
                 Some("parse_special"),
             ))
         }
-        (Some(messages), None) => Input::Messages(messages),
+        (Some(messages), None) => Input::Messages {
+            messages,
+            tools: req.tools,
+            tool_choice: req.tool_choice,
+        },
         (None, Some((text, field, default))) => Input::Text {
             text,
             field,
@@ -227,7 +237,15 @@ pub async fn tokenize(
     let (count, tokens) = super::blocking(move || {
         let tok = validator.tokenizer();
         let ids = match &ask.input {
-            Input::Messages(m) => validator.chat_prompt(m, None)?.ids,
+            Input::Messages {
+                messages,
+                tools,
+                tool_choice,
+            } => {
+                validator
+                    .chat_prompt_with_tools(messages, tools.as_ref(), tool_choice.as_ref())?
+                    .ids
+            }
             Input::Text {
                 text,
                 field,
@@ -300,7 +318,7 @@ mod tests {
                 add_special,
                 parse_special,
             } => (text, field, *add_special, *parse_special),
-            Input::Messages(_) => panic!("messages, not a text: {a:?}"),
+            Input::Messages { .. } => panic!("messages, not a text: {a:?}"),
         }
     }
 
@@ -321,7 +339,9 @@ mod tests {
         assert_eq!(text(&a.expect("ok")), ("x", "prompt", false, true));
         let a = ask(json!({"messages": [{"role": "user", "content": "hi"}],
             "add_special_tokens": false}));
-        assert!(matches!(a.expect("ok").input, Input::Messages(m) if m.len() == 1));
+        assert!(
+            matches!(a.expect("ok").input, Input::Messages { messages: m, .. } if m.len() == 1)
+        );
     }
 
     #[test]

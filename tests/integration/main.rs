@@ -6,6 +6,7 @@ mod api_scoring;
 mod archs;
 mod auth;
 mod cli;
+mod clients;
 mod common;
 mod connections;
 mod constrained;

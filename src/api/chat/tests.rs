@@ -19,6 +19,7 @@ fn streamed(include_usage: bool) -> Reply {
         stream: true,
         include_usage,
         logprobs: false,
+        ..Reply::default()
     }
 }
 
@@ -370,3 +371,5 @@ async fn the_body_is_the_fold_of_the_stream() {
     let usage = &chunks.last().expect("usage")["usage"];
     assert_eq!(body["usage"], *usage);
 }
+
+mod legacy;

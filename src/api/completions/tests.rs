@@ -72,6 +72,7 @@ fn streamed() -> Reply {
         stream: true,
         include_usage: true,
         logprobs: false,
+        ..Reply::default()
     }
 }
 

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::types::CreateResponse;
 use crate::api::openai::{ChatCompletionRequest, ChatMessage, CommonParams, MessageContent};
+use crate::api::validate::messages::system_first;
 use crate::api::validate::ValidationError;
 
 fn bad(message: impl Into<String>, param: impl Into<String>) -> ValidationError {
@@ -202,12 +203,11 @@ pub fn resolve_references(
 /// texts merged into one system message at the front (instructions first); function calls
 /// as the assistant's `tool_calls`, their outputs as `tool` messages.
 pub fn messages(instructions: Option<&str>, items: &[Json]) -> Vec<ChatMessage> {
-    let mut system: Vec<String> = instructions
+    let mut out: Vec<ChatMessage> = instructions
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
+        .map(|s| chat_message("system", Some(s.to_string()), Map::new()))
         .into_iter()
         .collect();
-    let mut out: Vec<ChatMessage> = Vec::new();
     for item in items {
         let text = |field: &str| {
             item.get(field)
@@ -223,10 +223,7 @@ pub fn messages(instructions: Option<&str>, items: &[Json]) -> Vec<ChatMessage> 
                     .and_then(Json::as_array)
                     .map(|p| parts_text(p))
                     .unwrap_or_default();
-                match role.as_str() {
-                    "system" | "developer" => system.push(body),
-                    _ => out.push(chat_message(&role, Some(body), Map::new())),
-                }
+                out.push(chat_message(&role, Some(body), Map::new()));
             }
             "function_call" => {
                 let call = json!({
@@ -243,13 +240,7 @@ pub fn messages(instructions: Option<&str>, items: &[Json]) -> Vec<ChatMessage> 
             _ => {}
         }
     }
-    if !system.is_empty() {
-        out.insert(
-            0,
-            chat_message("system", Some(system.join("\n\n")), Map::new()),
-        );
-    }
-    out
+    system_first(out)
 }
 
 fn chat_message(role: &str, content: Option<String>, extra: Map<String, Json>) -> ChatMessage {
@@ -423,6 +414,8 @@ pub fn chat_request(
         response_format: response_format(req.text.as_ref())?,
         tools,
         tool_choice,
+        functions: None,
+        function_call: None,
         common: CommonParams {
             model: req.model.clone(),
             temperature: req.temperature,

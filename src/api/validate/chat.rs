@@ -3,9 +3,10 @@
 
 use serde_json::Value as Json;
 
+use super::messages;
 use super::tools::{self, Tools};
 use super::{Draft, Output, Reply, TextRules, ValidationError, Validator};
-use crate::api::openai::{ChatCompletionRequest, ChatMessage, MessageContent};
+use crate::api::openai::{ChatCompletionRequest, ChatMessage};
 use crate::constraint::{Constraint, Grammar};
 use crate::engine::ValidRequest;
 use crate::tokenizer::{render_prompt, Prompt, PromptError};
@@ -22,17 +23,7 @@ pub struct ValidChat {
 pub fn flatten_message(m: &ChatMessage) -> Json {
     let mut obj = m.extra.clone();
     obj.insert("role".into(), m.role.clone().into());
-    let content = match &m.content {
-        None => Json::Null,
-        Some(MessageContent::Text(s)) => s.clone().into(),
-        Some(MessageContent::Parts(parts)) => parts
-            .iter()
-            .filter(|p| p.kind == "text")
-            .filter_map(|p| p.text.as_deref())
-            .collect::<Vec<_>>()
-            .join("\n")
-            .into(),
-    };
+    let content = messages::text_of(m.content.as_ref()).map_or(Json::Null, Json::String);
     obj.insert("content".into(), content);
     Json::Object(obj)
 }
@@ -95,7 +86,12 @@ impl Validator {
                 param,
             )
         })?;
-        let mut msgs: Vec<_> = messages.iter().map(flatten_message).collect();
+        messages::check(messages)?;
+        let mut msgs: Vec<_> = messages::system_first(messages.to_vec())
+            .iter()
+            .map(flatten_message)
+            .collect();
+        messages::legacy_history(&mut msgs);
         let template_tools = if template.uses_tools() {
             tools::history_for_template(&mut msgs);
             tools
@@ -108,11 +104,31 @@ impl Validator {
         };
         render_prompt(template, &self.tokenizer, &msgs, template_tools).map_err(|e| {
             let message = match e {
-                PromptError::Template(_) => e.to_string(),
+                // The template engine's own words ("tried to use + operator on ...") say
+                // nothing to a client: they go to the log.
+                PromptError::Template(_) => {
+                    tracing::info!(error = %e, "the chat template refused the messages");
+                    "the model's chat template cannot render these messages (check each \
+                     message's role, content and tool calls)"
+                        .to_string()
+                }
                 PromptError::Tokenizer(t) => t.to_string(),
             };
             ValidationError::invalid(message, param)
         })
+    }
+
+    /// The chat route's prompt for `messages` with `tools` and `tool_choice` (in the prompt
+    /// unless `tool_choice` is `none`), as `POST /tokenize` counts it.
+    pub fn chat_prompt_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Json>,
+        tool_choice: Option<&Json>,
+    ) -> Result<Prompt, ValidationError> {
+        let tools = tools::parse(tools, tool_choice)?.filter(Tools::active);
+        let raw = tools.as_ref().map(Tools::raw);
+        self.chat_prompt(messages, raw.as_deref())
     }
 
     /// `tools`, `tool_choice` and `response_format` -> the tools for the prompt and the
@@ -138,8 +154,14 @@ impl Validator {
     }
 
     /// Validates a chat request.
-    pub fn chat(&self, req: ChatCompletionRequest) -> Result<ValidChat, ValidationError> {
-        let (tools, constraint) = self.output_rules(&req)?;
+    pub fn chat(&self, mut req: ChatCompletionRequest) -> Result<ValidChat, ValidationError> {
+        let legacy_functions = messages::legacy_functions(&mut req)?;
+        let (tools, constraint) = self
+            .output_rules(&req)
+            .map_err(|e| match legacy_functions {
+                true => messages::legacy_param(e),
+                false => e,
+            })?;
         let raw_tools = tools.as_ref().map(Tools::raw);
         let prompt = self.chat_prompt(&req.messages, raw_tools.as_deref())?;
         let logprobs = (req.logprobs == Some(true))
@@ -169,7 +191,10 @@ impl Validator {
                 stops: req.common.stops(),
                 tool_names: tools.map(|t| t.specs.into_iter().map(|s| s.name).collect()),
             },
-            reply: Reply::of(&req.common, logprobs.is_some()),
+            reply: Reply {
+                legacy_functions,
+                ..Reply::of(&req.common, logprobs.is_some())
+            },
         })
     }
 }

@@ -5,6 +5,9 @@ use super::{Draft, Output, Reply, ValidationError, Validator};
 use crate::api::openai::{CompletionRequest, PromptField};
 use crate::engine::ValidRequest;
 
+/// Tokens a completions request without `max_tokens` generates (OpenAI's default).
+pub const DEFAULT_COMPLETION_TOKENS: u64 = 16;
+
 /// One prompt of a completions request.
 #[derive(Debug, Clone)]
 pub struct ValidPrompt {
@@ -44,7 +47,7 @@ impl Validator {
         let output = match (req.echo, req.common.max_tokens) {
             (true, Some(0)) => Output::ScoreOnly,
             (_, max_tokens) => Output::Generate {
-                max_tokens,
+                max_tokens: Some(max_tokens.unwrap_or(self.default_completion_tokens())),
                 param: "max_tokens",
             },
         };
@@ -77,6 +80,13 @@ impl Validator {
             stops: req.common.stops(),
             reply: Reply::of(&req.common, logprobs.is_some()),
         })
+    }
+
+    /// `max_tokens` of a completions request that sends none: 16, as OpenAI and vLLM default
+    /// legacy completions (not the whole context), within `--max-tokens-cap`.
+    fn default_completion_tokens(&self) -> u64 {
+        let cap = self.max_tokens_cap.unwrap_or(usize::MAX);
+        DEFAULT_COMPLETION_TOKENS.min(u64::try_from(cap).unwrap_or(u64::MAX))
     }
 
     /// Token ids with their text (for `echo`; an id outside the vocabulary decodes to nothing,

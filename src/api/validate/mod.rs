@@ -11,6 +11,7 @@
 mod chat;
 mod completion;
 mod embeddings;
+pub mod messages;
 pub mod tools;
 
 use std::sync::Arc;
@@ -80,6 +81,9 @@ pub struct Reply {
     pub include_usage: bool,
     /// Per-token logprobs in the output.
     pub logprobs: bool,
+    /// The request sent the legacy `functions`: a call goes out as `function_call` (the
+    /// first call only) with `finish_reason: "function_call"`, not as `tool_calls`.
+    pub legacy_functions: bool,
 }
 
 impl Reply {
@@ -91,6 +95,7 @@ impl Reply {
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
             logprobs,
+            legacy_functions: false,
         }
     }
 }

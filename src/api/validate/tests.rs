@@ -31,10 +31,15 @@ fn param_of(r: Result<impl std::fmt::Debug, ValidationError>) -> (String, bool) 
     (e.param().to_string(), context)
 }
 
+/// Regression (issue 16, item 8): a completions request without `max_tokens` generated up to
+/// the whole context; OpenAI and vLLM default legacy completions to 16 tokens.
 #[test]
-fn max_tokens_defaults_to_what_the_context_and_cache_leave() {
+fn max_tokens_defaults_to_16_for_completions_and_to_what_is_left_for_chat() {
     let p = completion(json!({"prompt": [1, 2, 3]})).expect("ok");
-    assert_eq!(p.prompts[0].request.max_tokens, 77, "80 KV tokens - 3");
+    assert_eq!(p.prompts[0].request.max_tokens, 16);
+    let c = chat(json!({"messages": [{"role": "user", "content": "a"}]})).expect("ok");
+    let left = 80 - c.request.prompt.len();
+    assert_eq!(c.request.max_tokens, left, "80 KV tokens - the prompt");
     let p = completion(json!({"prompt": [[1], [2, 3]], "max_tokens": 5})).expect("ok");
     assert_eq!(p.prompts.len(), 2);
     assert_eq!(p.prompts[1].request.max_tokens, 5);
@@ -255,9 +260,13 @@ fn embeddings_inputs_are_checked() {
 #[test]
 fn content_parts_flatten_to_a_string() {
     let m: ChatMessage = serde_json::from_value(json!({"role": "user",
-        "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]}))
+        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}))
     .expect("parses");
     assert_eq!(flatten_message(&m)["content"], "a\nb");
+    // An image is not dropped silently: this model takes text only (issue 16, item 8).
+    let image = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}]});
+    assert_eq!(param_of(chat(image)).0, "messages[0].content[1]");
 }
 
 #[test]

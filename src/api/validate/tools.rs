@@ -109,7 +109,8 @@ fn tool_spec(i: usize, t: &Json) -> Result<ToolSpec, ValidationError> {
     }
     let parameters = match f.get("parameters") {
         None | Some(Json::Null) => json!({"type": "object", "properties": {}}),
-        Some(p @ Json::Object(_)) => p.clone(),
+        // The forced-call grammar embeds the schema as it is: drop what it cannot enforce.
+        Some(p @ Json::Object(_)) => crate::constraint::without_unenforced(p.clone()),
         Some(other) => {
             return Err(bad(
                 format!("{param}.function.parameters must be a JSON Schema object, got {other}"),

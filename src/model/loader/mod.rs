@@ -79,11 +79,26 @@ pub enum LoadError {
     NotInCache { repo: String, detail: String },
     #[error("model `{repo}`: hub: {detail}")]
     Hub { repo: String, detail: String },
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", one_line(source))]
     Candle {
         path: PathBuf,
         source: candle_core::Error,
     },
+}
+
+/// A candle error as one line: with `RUST_BACKTRACE` set candle captures a backtrace into the
+/// error and prints it with the message, which a user loading a bad file does not want.
+pub fn one_line(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => one_line(inner),
+        candle_core::Error::WithPath { inner, path } => {
+            format!("{}: {}", path.display(), one_line(inner))
+        }
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", one_line(inner))
+        }
+        other => other.to_string().lines().collect::<Vec<_>>().join(": "),
+    }
 }
 
 /// Where a model comes from, once a CLI spec is resolved to local files.
