@@ -125,6 +125,7 @@ pub fn routes() -> Vec<Route> {
             responses::stored::input_items,
         ),
         Route::post("/v1/conversations", conversations::create),
+        Route::get("/v1/conversations", conversations::list),
         Route::get(
             "/v1/conversations/{conversation_id}",
             conversations::get_one,
