@@ -153,7 +153,7 @@ fn input_items_page_both_ways_with_a_cursor() {
         (vec!["m0".into(), "m1".into()], true)
     );
     let p = page_of(
-        s.input_items("", &r.id, Some(&ids[1]), 10, Order::Asc)
+        s.input_items("", &r.id, Some(ids[1].as_str()), 10, Order::Asc)
             .unwrap(),
     );
     assert_eq!(
@@ -318,11 +318,11 @@ fn conversations_list_newest_first_by_owner_with_pages_and_search() {
     assert!(page_of(first.clone()).has_more);
     assert_eq!(conv_ids(first), newest_first[..2]);
     assert_eq!(
-        list(None, Some(&ids[1]), 2, Order::Desc),
+        list(None, Some(ids[1].as_str()), 2, Order::Desc),
         vec![ids[0].clone()]
     );
     let last = s
-        .list_conversations("team", None, Some(&ids[1]), 2, Order::Desc)
+        .list_conversations("team", None, Some(ids[1].as_str()), 2, Order::Desc)
         .unwrap();
     assert!(!page_of(last).has_more);
     // Search is over metadata values, case folded; % and _ are literal.
@@ -344,7 +344,7 @@ fn conversations_list_newest_first_by_owner_with_pages_and_search() {
             .unwrap(),
     );
     assert_eq!(
-        s.list_conversations("team", None, Some(&theirs[0]), 10, Order::Desc)
+        s.list_conversations("team", None, Some(theirs[0].as_str()), 10, Order::Desc)
             .unwrap(),
         Listing::UnknownAfter
     );
