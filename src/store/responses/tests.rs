@@ -153,7 +153,7 @@ fn input_items_page_both_ways_with_a_cursor() {
         (vec!["m0".into(), "m1".into()], true)
     );
     let p = page_of(
-        s.input_items("", &r.id, Some(ids[1].as_str()), 10, Order::Asc)
+        s.input_items("", &r.id, Some(&ids[1]), 10, Order::Asc)
             .unwrap(),
     );
     assert_eq!(
