@@ -100,6 +100,9 @@ pub struct ServerArgs {
     /// (a bare number is seconds); `0` or `off` keeps them forever.
     #[arg(long, env = "WICK_RESPONSE_RETENTION", value_name = "AGE", default_value = "30d", value_parser = parse_retention)]
     pub response_retention: Retention,
+    /// Do not serve the web page (chat and dashboard) at `/` and `/ui`.
+    #[arg(long, env = "WICK_NO_UI")]
+    pub no_ui: bool,
 }
 
 /// `--response-retention`: how long stored responses and conversations are kept; `None` is
@@ -162,6 +165,7 @@ impl std::fmt::Debug for ServerArgs {
             .field("otlp_traces_endpoint", &self.otlp_traces_endpoint)
             .field("data_dir", &self.data_dir)
             .field("response_retention", &self.response_retention)
+            .field("no_ui", &self.no_ui)
             .finish()
     }
 }

@@ -254,10 +254,12 @@ impl AuthConfig {
         self.keys.is_empty()
     }
 
-    /// `/health*` always; `/metrics` unless `metrics_require_key`.
+    /// `/health*` and the web page's files (`/`, `/ui*`: the page asks for a key and sends it
+    /// with every API call) always; `/metrics` unless `metrics_require_key`.
     pub fn is_public(&self, path: &str) -> bool {
         path == "/health"
             || path.starts_with("/health/")
+            || super::ui::is_ui_path(path)
             || (path == "/metrics" && !self.metrics_require_key)
     }
 }
@@ -269,8 +271,9 @@ const NOT_BEARER: &str = "the Authorization header must be `Bearer KEY`";
 const NOT_TEXT: &str = "the API key header is not visible ASCII";
 const WRONG_KEY: &str = "Incorrect API key provided.";
 
-/// The keys a request presents, from `Authorization: Bearer KEY` and `x-api-key: KEY`; or,
-/// when neither carries one, why not.
+/// The keys a request presents, from `Authorization: Bearer KEY`, `x-api-key: KEY` and a
+/// WebSocket handshake's `Sec-WebSocket-Protocol: wick-key.KEY`; or, when none carries one,
+/// why not.
 pub fn presented_keys(headers: &HeaderMap) -> Result<Vec<&str>, &'static str> {
     let mut keys = Vec::new();
     let mut fault = None;
@@ -290,11 +293,24 @@ pub fn presented_keys(headers: &HeaderMap) -> Result<Vec<&str>, &'static str> {
             Err(_) => fault = fault.or(Some(NOT_TEXT)),
         }
     }
+    // A browser cannot set headers on a WebSocket handshake: the web page offers the key as
+    // the subprotocol `wick-key.KEY` beside `wick` (the one the server selects).
+    for v in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(s) = v.to_str() else { continue };
+        keys.extend(
+            s.split(',')
+                .filter_map(|p| p.trim().strip_prefix(WS_KEY_PREFIX))
+                .filter(|k| !k.is_empty()),
+        );
+    }
     if keys.is_empty() {
         return Err(fault.unwrap_or(NO_KEY));
     }
     Ok(keys)
 }
+
+/// The prefix of the WebSocket subprotocol that carries a key (`wick-key.KEY`).
+pub const WS_KEY_PREFIX: &str = "wick-key.";
 
 /// The token of `Bearer TOKEN` (the scheme is case-insensitive), if non-empty.
 fn bearer(value: &str) -> Option<&str> {
@@ -483,6 +499,11 @@ mod tests {
             ok(&[("authorization", b"Bearer a"), ("x-api-key", b"b")]),
             ["a", "b"]
         );
+        // The web page's WebSocket handshake: the key is a subprotocol; `wick` alone is none.
+        assert_eq!(
+            ok(&[("sec-websocket-protocol", b"wick, wick-key.sk-3")]),
+            ["sk-3"]
+        );
         // A malformed Authorization does not hide a good x-api-key.
         assert_eq!(
             ok(&[("authorization", b"sk-1"), ("x-api-key", b"b")]),
@@ -490,6 +511,10 @@ mod tests {
         );
         let err = |pairs: &[(&'static str, &[u8])]| presented_keys(&headers(pairs)).unwrap_err();
         assert_eq!(err(&[]), NO_KEY);
+        assert_eq!(
+            err(&[("sec-websocket-protocol", b"wick, wick-key.")]),
+            NO_KEY
+        );
         assert_eq!(err(&[("authorization", b"sk-1")]), NOT_BEARER);
         assert_eq!(err(&[("authorization", b"Basic dXNlcjpwYXNz")]), NOT_BEARER);
         assert_eq!(err(&[("authorization", b"Bearer ")]), NOT_BEARER);

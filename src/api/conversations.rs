@@ -1,4 +1,5 @@
-//! The Conversations API: `POST /v1/conversations` (metadata and first items),
+//! The Conversations API: `POST /v1/conversations` (metadata and first items), `GET
+//! /v1/conversations` (a page of this key's conversations, with `search`: a wick extension),
 //! `GET`/`POST`/`DELETE /v1/conversations/{conversation_id}` (read, replace the metadata,
 //! delete), and its items: `POST`/`GET /v1/conversations/{conversation_id}/items` (add, list a
 //! page) and `GET`/`DELETE .../items/{item_id}`. Bodies are checked by [`items`] (400 naming
@@ -25,10 +26,11 @@ use serde_json::{json, Map, Value};
 use super::auth::ApiKeyName;
 use super::error::{ApiError, ErrorEnvelope};
 use super::responses::stored::{
-    list_body, listing, not_found, owner, page_params, path, store, with_store, Deleted, ItemList,
+    list_body, listing, not_found, not_found_with, owner, page_params, path, store, with_store,
+    Deleted, ItemList,
 };
 use super::AppState;
-use crate::store::{new_id, ItemPage};
+use crate::store::{new_id, ItemPage, Listing};
 
 /// The `conversation` object, for the OpenAPI document (built by `Conversation::to_json`).
 #[derive(utoipa::ToSchema)]
@@ -123,6 +125,75 @@ pub async fn create(
     })
     .await?;
     Ok(Json(c.to_json()))
+}
+
+/// `GET /v1/conversations`: a page of this key's conversations (a wick extension: OpenAI
+/// has no list route).
+#[utoipa::path(
+    get, path = "/v1/conversations", operation_id = "listConversations", tag = "wick",
+    params(
+        ("after" = Option<String>, Query, description = "A conversation id: list the conversations after it in `order`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Conversations per page, 1 to 100 (default 20)."),
+        ("order" = Option<String>, Query, description = "`desc` (default: last changed first) or `asc`."),
+        ("search" = Option<String>, Query, description = "Keep the conversations with a metadata value (the title) containing this text, ASCII case folded."),
+    ),
+    responses(
+        (status = 200, description = "A page of conversations (`object`: `list`).", body = ConversationList),
+        (status = 400, description = "A bad parameter, named in `param`.", body = ErrorEnvelope),
+        (status = 404, description = "No conversation `after` for this key (`not_found`), or the server stores nothing (`storage_off`).", body = ErrorEnvelope),
+    ),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    key: Option<Extension<ApiKeyName>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, Response> {
+    let (store, owner) = (store(&state)?, owner(key));
+    let Query(mut q) = query.map_err(|e| bad(ApiError::invalid(e.body_text(), None)))?;
+    let search = q.remove("search");
+    if q.contains_key("include") || q.contains_key("include[]") {
+        return Err(bad(ApiError::invalid(
+            "unknown parameter `include`: expected after, limit, order or search",
+            Some("include"),
+        )));
+    }
+    let p = page_params(Ok(Query(q))).map_err(bad)?;
+    let after = p.after.clone();
+    let l = with_store(store, move |s| {
+        s.list_conversations(
+            &owner,
+            search.as_deref(),
+            after.as_deref(),
+            p.limit,
+            p.order,
+        )
+    })
+    .await?;
+    match l {
+        Listing::UnknownAfter => Err(not_found_with(
+            format!(
+                "No conversation found with id '{}'.",
+                p.after.unwrap_or_default()
+            ),
+            Some("after"),
+            "not_found",
+        )),
+        other => listing(other, "Conversation", "", None).map(Json),
+    }
+}
+
+/// A page of conversations, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ConversationList {
+    /// Always `list`.
+    object: String,
+    data: Vec<ConversationObject>,
+    /// The first and the last conversation's id; null for an empty page.
+    first_id: Option<String>,
+    last_id: Option<String>,
+    /// More follow the last one in this order (ask again with `after` = `last_id`).
+    has_more: bool,
 }
 
 /// `GET /v1/conversations/{conversation_id}`.

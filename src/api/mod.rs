@@ -42,6 +42,7 @@ pub mod stream;
 pub mod tokenize;
 pub mod tool_parse;
 pub mod trace;
+pub mod ui;
 pub mod usage;
 pub mod validate;
 
@@ -125,6 +126,7 @@ pub fn routes() -> Vec<Route> {
             responses::stored::input_items,
         ),
         Route::post("/v1/conversations", conversations::create),
+        Route::get("/v1/conversations", conversations::list),
         Route::get(
             "/v1/conversations/{conversation_id}",
             conversations::get_one,
@@ -166,9 +168,17 @@ pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes();
     let auth = state.auth();
     let cors = cors(&state.options().cors_allow_origins);
-    let routes = routes()
+    let api = routes()
         .into_iter()
-        .fold(Router::new(), |r, route| r.route(route.path, route.handler))
+        .fold(Router::new(), |r, route| r.route(route.path, route.handler));
+    // The page's routes are explicit routes too (not the fallback), outside `routes()`: they
+    // are not API operations, so the OpenAPI document leaves them out.
+    let api = if state.options().ui {
+        ui::mount(api)
+    } else {
+        api
+    };
+    let routes = api
         .fallback(|| async { routing_error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             routing_error(

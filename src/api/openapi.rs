@@ -61,6 +61,7 @@ pub const API_KEY: &str = "api_key";
         responses::stored::delete_response,
         responses::stored::input_items,
         conversations::create,
+        conversations::list,
         conversations::get_one,
         conversations::update,
         conversations::delete,
@@ -74,6 +75,7 @@ pub const API_KEY: &str = "api_key";
         (name = "openai", description = "OpenAI's API."),
         (name = "tokenize", description = "vLLM's and llama.cpp's tokenizer routes."),
         (name = "operations", description = "Health, metrics and this document."),
+        (name = "wick", description = "wick's extensions of OpenAI's API."),
     ),
 )]
 struct ApiDoc;

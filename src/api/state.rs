@@ -73,6 +73,8 @@ pub struct HttpOptions {
     /// Stored responses and conversations (`wick serve --data-dir`); `None`: nothing is
     /// stored, and the stored-response and conversation routes are 404s.
     pub responses: Option<ResponseStore>,
+    /// Serve the web page at `/` and `/ui` ([`super::ui`]); `--no-ui` turns it off.
+    pub ui: bool,
 }
 
 impl Default for HttpOptions {
@@ -86,6 +88,7 @@ impl Default for HttpOptions {
             tracer: None,
             usage: None,
             responses: None,
+            ui: true,
         }
     }
 }

@@ -101,6 +101,7 @@ fn http_options(args: &crate::config::ServerArgs) -> Result<HttpOptions, ServeEr
         tracer: None,
         usage: None,
         responses: None,
+        ui: !args.no_ui,
     })
 }
 

@@ -10,7 +10,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
-use super::responses::{json_column, page, ItemSet, Listing, Order, ResponseStore};
+use super::responses::{json_column, page, ItemPage, ItemSet, Listing, Order, ResponseStore};
 use super::StoreError;
 
 /// One conversation, without its items.
@@ -239,6 +239,20 @@ impl ResponseStore {
         })
     }
 
+    /// A page of `owner`'s conversations (as API objects), last changed first for
+    /// [`Order::Desc`]; `search` keeps those with a metadata value containing it (ASCII case
+    /// folded, as SQL `LIKE`). `after` is a conversation id: the page starts after it.
+    pub fn list_conversations(
+        &self,
+        owner: &str,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Listing, StoreError> {
+        self.with(|conn| list(conn, owner, search, after, limit, order))
+    }
+
     /// Sets the conversation's `updated_at` (tests of retention, and operators' tools).
     pub fn set_conversation_updated_at(
         &self,
@@ -254,6 +268,69 @@ impl ResponseStore {
             Ok(n > 0)
         })
     }
+}
+
+/// `LIKE` pattern matching values that contain `s` literally.
+fn like_pattern(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+fn list(
+    conn: &Connection,
+    owner: &str,
+    search: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+    order: Order,
+) -> rusqlite::Result<Listing> {
+    // The cursor is (updated_at, rowid) of `after`: ids are random, rowids break ties.
+    let cursor = match after {
+        None => None,
+        Some(a) => match conn
+            .query_row(
+                "SELECT updated_at, rowid FROM conversations WHERE owner = ?1 AND id = ?2",
+                params![owner, a],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?
+        {
+            Some(c) => Some(c),
+            None => return Ok(Listing::UnknownAfter),
+        },
+    };
+    let (cmp, dir, start) = match order {
+        Order::Asc => (">", "ASC", (i64::MIN, i64::MIN)),
+        Order::Desc => ("<", "DESC", (i64::MAX, i64::MAX)),
+    };
+    let sql = format!(
+        "SELECT id, owner, created_at, updated_at, metadata FROM conversations
+         WHERE owner = ?1 AND (updated_at, rowid) {cmp} (?2, ?3)
+           AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(conversations.metadata)
+                                      WHERE CAST(json_each.value AS TEXT) LIKE ?4 ESCAPE '\\'))
+         ORDER BY updated_at {dir}, rowid {dir} LIMIT ?5"
+    );
+    let (t, row) = cursor.unwrap_or(start);
+    let pattern = search.filter(|s| !s.is_empty()).map(like_pattern);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut data = stmt
+        .query_map(params![owner, t, row, pattern, limit as i64 + 1], |row| {
+            Ok(Conversation {
+                id: row.get(0)?,
+                owner: row.get(1)?,
+                created_at: row.get(2)?,
+                updated_at: row.get(3)?,
+                metadata: json_column(row, 4)?,
+            })
+        })?
+        .map(|c| c.map(|c| c.to_json()))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let has_more = data.len() > limit;
+    data.truncate(limit);
+    Ok(Listing::Page(ItemPage { data, has_more }))
 }
 
 /// The conversation `id` of `owner`, if any.

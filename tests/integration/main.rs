@@ -23,4 +23,5 @@ mod stored;
 mod tokenize_api;
 mod tokenizer_reference;
 mod traces;
+mod ui;
 mod usage;

@@ -215,7 +215,10 @@ pub fn upgrade<S: Start>(
             return r;
         }
     };
-    ws.max_message_size(limits.hard_message_bytes)
+    // The web page offers `wick` (and its key as `wick-key.KEY`, read by `auth`): a browser
+    // fails a handshake that offered subprotocols unless the server selects one.
+    ws.protocols(["wick"])
+        .max_message_size(limits.hard_message_bytes)
         .max_frame_size(limits.hard_message_bytes)
         .on_upgrade(move |socket| conn::serve(socket, start, limits, closing))
 }

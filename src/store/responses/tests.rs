@@ -274,3 +274,81 @@ fn everything_survives_a_reopen() {
         "v"
     );
 }
+
+/// The ids of a page of conversations.
+fn conv_ids(l: Listing) -> Vec<String> {
+    page_of(l)
+        .data
+        .iter()
+        .map(|c| c["id"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn conversations_list_newest_first_by_owner_with_pages_and_search() {
+    let (_d, s) = open();
+    let mut ids = Vec::new();
+    for (i, title) in ["Rust lifetimes", "50%_off sale", "rust macros"]
+        .iter()
+        .enumerate()
+    {
+        let id = new_id("conv_");
+        s.create_conversation("team", &id, &json!({"title": title}), &[])
+            .unwrap();
+        // Distinct last changes: the order does not hang on rowids alone.
+        s.set_conversation_updated_at("team", &id, 1_700_000_000 + i as i64)
+            .unwrap();
+        ids.push(id);
+    }
+    s.create_conversation("other", &new_id("conv_"), &json!({"title": "Rust"}), &[])
+        .unwrap();
+    let list = |search: Option<&str>, after: Option<&str>, limit, order| {
+        conv_ids(
+            s.list_conversations("team", search, after, limit, order)
+                .unwrap(),
+        )
+    };
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(list(None, None, 10, Order::Desc), newest_first);
+    assert_eq!(list(None, None, 10, Order::Asc), ids);
+    // Pages of one follow the cursor and say when more follow.
+    let first = s
+        .list_conversations("team", None, None, 2, Order::Desc)
+        .unwrap();
+    assert!(page_of(first.clone()).has_more);
+    assert_eq!(conv_ids(first), newest_first[..2]);
+    assert_eq!(
+        list(None, Some(ids[1].as_str()), 2, Order::Desc),
+        vec![ids[0].clone()]
+    );
+    let last = s
+        .list_conversations("team", None, Some(ids[1].as_str()), 2, Order::Desc)
+        .unwrap();
+    assert!(!page_of(last).has_more);
+    // Search is over metadata values, case folded; % and _ are literal.
+    assert_eq!(
+        list(Some("RUST"), None, 10, Order::Desc),
+        vec![ids[2].clone(), ids[0].clone()]
+    );
+    assert_eq!(
+        list(Some("%_"), None, 10, Order::Desc),
+        vec![ids[1].clone()]
+    );
+    assert_eq!(
+        list(Some("title"), None, 10, Order::Desc),
+        Vec::<String>::new()
+    );
+    // Another owner's id is no cursor; renaming moves a conversation to the front.
+    let theirs = conv_ids(
+        s.list_conversations("other", None, None, 10, Order::Desc)
+            .unwrap(),
+    );
+    assert_eq!(
+        s.list_conversations("team", None, Some(theirs[0].as_str()), 10, Order::Desc)
+            .unwrap(),
+        Listing::UnknownAfter
+    );
+    s.update_conversation("team", &ids[0], &json!({"title": "renamed"}))
+        .unwrap();
+    assert_eq!(list(None, None, 1, Order::Desc), vec![ids[0].clone()]);
+}
