@@ -394,13 +394,13 @@ impl Drop for Done {
 fn admit(
     state: &AppState,
     key: &Arc<str>,
-) -> Result<Option<Arc<Reservation>>, (ApiError, HeaderMap)> {
+) -> Result<Option<Arc<Reservation>>, Box<(ApiError, HeaderMap)>> {
     let Some(limiter) = state.limiters().get(key).cloned() else {
         return Ok(None);
     };
     if let Err(refusal) = limiter.admit(Instant::now()) {
         state.metrics().rate_limited(key, refusal.kind());
-        return Err((refusal.into(), limiter.headers(Instant::now())));
+        return Err(Box::new((refusal.into(), limiter.headers(Instant::now()))));
     }
     Ok(Some(Arc::new(Reservation {
         limiter,
@@ -419,7 +419,8 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     };
     let reservation = match admit(&state, &key) {
         Ok(r) => r,
-        Err((e, headers)) => {
+        Err(refused) => {
+            let (e, headers) = *refused;
             let mut resp = e.into_response();
             resp.headers_mut().extend(headers);
             return resp;
@@ -480,7 +481,7 @@ pub fn admit_turn(
     let Some(key) = key else {
         return Ok(None);
     };
-    let reservation = admit(state, key).map_err(|(e, _)| e)?;
+    let reservation = admit(state, key).map_err(|refused| refused.0)?;
     Ok(Some(TurnSlot {
         budget: reservation.clone().map(Budget),
         done: Done {
