@@ -125,6 +125,9 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Value>,
     #[schema(schema_with = schema::tool_choice)]
     pub tool_choice: Option<Value>,
+    /// `false`: at most one tool call (default `true`: one or more, at most
+    /// `tools::MAX_PARALLEL_CALLS` when forced).
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub common: CommonParams,
 }

@@ -21,5 +21,6 @@ mod responses_ws;
 mod stored;
 mod tokenize_api;
 mod tokenizer_reference;
+mod tool_calls;
 mod traces;
 mod usage;

@@ -423,6 +423,7 @@ pub fn chat_request(
         response_format: response_format(req.text.as_ref())?,
         tools,
         tool_choice,
+        parallel_tool_calls: req.parallel_tool_calls,
         common: CommonParams {
             model: req.model.clone(),
             temperature: req.temperature,
