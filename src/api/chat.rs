@@ -16,7 +16,7 @@ use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
 use super::tool_parse::ParsedCall;
-use super::{logprobs, AppState};
+use super::{logprobs, AppState, RequestId};
 use crate::engine::{Event, Token};
 use crate::tokenizer::Tokenizer;
 
@@ -146,11 +146,11 @@ impl ChatStream {
                     };
                     out.push(self.chunk(vec![Self::delta(index, delta, lp.take())], None));
                 }
-                Piece::Call { call, parsed } => out.extend(
-                    tool_call_deltas(call, parsed)
-                        .into_iter()
-                        .map(|d| self.chunk(vec![Self::delta(index, d, None)], None)),
-                ),
+                piece => {
+                    if let Some(d) = tool_call_delta(piece) {
+                        out.push(self.chunk(vec![Self::delta(index, d, None)], None));
+                    }
+                }
             }
         }
         if lp.is_some() {
@@ -173,28 +173,31 @@ impl ChatStream {
     }
 }
 
-/// The two deltas of one complete call, as OpenAI streams a call: first `id`, `type`, the name
-/// and arguments `""`; then the arguments.
-fn tool_call_deltas(call: usize, parsed: ParsedCall) -> [Delta; 2] {
-    let head = ToolCallDelta {
-        index: call,
-        id: Some(parsed.id),
-        kind: Some("function"),
-        function: FunctionDelta {
-            name: Some(parsed.name),
-            arguments: String::new(),
+/// The delta of one piece of a call, as OpenAI streams a call: first `index`, `id`, `type`,
+/// the name and arguments `""`; then `index` and argument pieces. A call's end has no delta.
+fn tool_call_delta(piece: Piece) -> Option<Delta> {
+    let d = match piece {
+        Piece::CallStart { call, id, name } => ToolCallDelta {
+            index: call,
+            id: Some(id),
+            kind: Some("function"),
+            function: FunctionDelta {
+                name: Some(name),
+                arguments: String::new(),
+            },
         },
-    };
-    let args = ToolCallDelta {
-        index: call,
-        id: None,
-        kind: None,
-        function: FunctionDelta {
-            name: None,
-            arguments: parsed.arguments,
+        Piece::CallArgs { call, text } => ToolCallDelta {
+            index: call,
+            id: None,
+            kind: None,
+            function: FunctionDelta {
+                name: None,
+                arguments: text,
+            },
         },
+        Piece::CallEnd { .. } | Piece::Text(_) => return None,
     };
-    [head, args].map(|d| Delta {
+    Some(Delta {
         tool_calls: Some(vec![d]),
         ..Delta::default()
     })

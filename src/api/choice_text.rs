@@ -7,17 +7,26 @@ use std::sync::Arc;
 
 use super::openai::FinishReason;
 use super::stop::{Scan, StopScanner};
-use super::tool_parse::{ParsedCall, Piece as ToolPiece, ToolCallScanner};
+use super::tool_parse::{Piece as ToolPiece, ToolCallScanner};
 use super::validate::TextRules;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
-/// What a choice produced, in order.
+/// What a choice produced, in order. A call is `CallStart`, its `CallArgs` (which
+/// concatenate to its arguments), then `CallEnd`; `call` numbers the choice's calls from 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
     /// Text to send (never empty).
     Text(String),
-    /// A complete tool call; `call` numbers the choice's calls from 0.
-    Call { call: usize, parsed: ParsedCall },
+    /// A call starts: its id (`call_...`, the same in every form of the response) and name.
+    CallStart {
+        call: usize,
+        id: String,
+        name: String,
+    },
+    /// More of the call's arguments (JSON text, compacted).
+    CallArgs { call: usize, text: String },
+    /// The call is complete, or cut by the end of the choice.
+    CallEnd { call: usize },
 }
 
 /// The result of one token, or of the end.
@@ -34,6 +43,8 @@ pub struct ChoiceText {
     decoder: IncrementalDecoder,
     stops: StopScanner,
     tools: Option<ToolCallScanner>,
+    /// One call at most: the choice ends with the first call's end.
+    single_call: bool,
     /// Tokens generated so far (what usage counts for a choice a stop string ended).
     generated: usize,
     done: bool,
@@ -45,6 +56,7 @@ impl ChoiceText {
             decoder: IncrementalDecoder::new(tokenizer, true),
             stops: StopScanner::new(&rules.stops),
             tools: rules.tool_names.clone().map(ToolCallScanner::new),
+            single_call: rules.single_call,
             generated: 0,
             done: false,
         }
@@ -84,24 +96,38 @@ impl ChoiceText {
     }
 
     /// `text` through the tool-call scanner; with `finish`, the choice ends (a `Stop` with
-    /// calls made becomes `ToolCalls`).
-    fn scan(&mut self, text: String, finish: Option<FinishReason>) -> Step {
+    /// calls made becomes `ToolCalls`). Under `single_call` the first call's end ends the
+    /// choice, and what follows it is dropped.
+    fn scan(&mut self, text: String, mut finish: Option<FinishReason>) -> Step {
         let mut step = Step::default();
         match self.tools.as_mut() {
             None => push_text(&mut step.pieces, text),
             Some(sc) => {
-                let mut next = sc.calls();
+                let before = sc.calls();
                 let mut pieces = sc.push(&text);
                 if finish.is_some() {
                     pieces.extend(sc.finish());
                 }
+                // The scanner numbers calls as they start; the open one is the last started.
+                let mut call = before.saturating_sub(1);
                 for p in pieces {
-                    match p {
-                        ToolPiece::Text(t) => push_text(&mut step.pieces, t),
-                        ToolPiece::Call(parsed) => {
-                            step.pieces.push(Piece::Call { call: next, parsed });
-                            next += 1;
+                    let piece = match p {
+                        ToolPiece::Text(t) => {
+                            push_text(&mut step.pieces, t);
+                            continue;
                         }
+                        ToolPiece::CallStart { id, name } => {
+                            call = step_call(&step, before);
+                            Piece::CallStart { call, id, name }
+                        }
+                        ToolPiece::CallArgs(text) => Piece::CallArgs { call, text },
+                        ToolPiece::CallEnd => Piece::CallEnd { call },
+                    };
+                    let ended = matches!(piece, Piece::CallEnd { .. });
+                    step.pieces.push(piece);
+                    if ended && self.single_call {
+                        finish = finish.or(Some(FinishReason::Stop));
+                        break;
                     }
                 }
             }
@@ -114,6 +140,16 @@ impl ChoiceText {
         self.done |= step.finish.is_some();
         step
     }
+}
+
+/// The number of the next call to start in `step`, after the `before` started earlier.
+fn step_call(step: &Step, before: usize) -> usize {
+    let started = step
+        .pieces
+        .iter()
+        .filter(|p| matches!(p, Piece::CallStart { .. }))
+        .count();
+    before + started
 }
 
 /// Appends non-empty text, merged with a text piece before it.
@@ -142,7 +178,7 @@ mod tests {
             .flat_map(|s| &s.pieces)
             .filter_map(|p| match p {
                 Piece::Text(t) => Some(t.as_str()),
-                Piece::Call { .. } => None,
+                _ => None,
             })
             .collect()
     }
@@ -153,6 +189,7 @@ mod tests {
         let rules = TextRules {
             stops: vec!["END".into()],
             tool_names: None,
+            single_call: false,
         };
         let mut c = ChoiceText::new(tok.clone(), &rules);
         let mut steps = Vec::new();
@@ -180,6 +217,7 @@ mod tests {
         let rules = TextRules {
             stops: vec!["END".into()],
             tool_names: None,
+            single_call: false,
         };
         let mut c = ChoiceText::new(tok.clone(), &rules);
         let mut steps: Vec<Step> = ids(&tok, "xyEN").into_iter().map(|i| c.token(i)).collect();
@@ -191,28 +229,74 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_tool_call_becomes_a_call_piece_and_the_stop_becomes_tool_calls() {
-        let tok = Arc::new(byte_level(128));
-        let rules = TextRules {
+    fn tool_rules(single_call: bool) -> TextRules {
+        TextRules {
             stops: Vec::new(),
             tool_names: Some(vec!["f".into()]),
-        };
-        let mut c = ChoiceText::new(tok.clone(), &rules);
-        let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>";
-        let mut steps: Vec<Step> = ids(&tok, text).into_iter().map(|i| c.token(i)).collect();
-        steps.push(c.finish(FinishReason::Stop));
-        let calls: Vec<&ParsedCall> = steps
+            single_call,
+        }
+    }
+
+    /// `(call, name, arguments)` of the calls in `steps`, checking the pieces' order.
+    fn calls_of(steps: &[Step]) -> Vec<(usize, String, String)> {
+        let mut calls: Vec<(usize, String, String)> = Vec::new();
+        let mut open = None;
+        for p in steps.iter().flat_map(|s| &s.pieces) {
+            match p {
+                Piece::Text(_) => assert_eq!(open, None, "text inside a call"),
+                Piece::CallStart { call, id, name } => {
+                    assert_eq!(open, None);
+                    assert_eq!(*call, calls.len());
+                    assert!(id.starts_with("call_"));
+                    open = Some(*call);
+                    calls.push((*call, name.clone(), String::new()));
+                }
+                Piece::CallArgs { call, text } => {
+                    assert_eq!(open, Some(*call));
+                    calls[*call].2.push_str(text);
+                }
+                Piece::CallEnd { call } => {
+                    assert_eq!(open.take(), Some(*call));
+                }
+            }
+        }
+        assert_eq!(open, None, "every call ends");
+        calls
+    }
+
+    fn run(c: &mut ChoiceText, tok: &Tokenizer, text: &str, end: FinishReason) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for id in ids(tok, text) {
+            if c.is_done() {
+                break;
+            }
+            steps.push(c.token(id));
+        }
+        if !c.is_done() {
+            steps.push(c.finish(end));
+        }
+        steps
+    }
+
+    #[test]
+    fn a_tool_call_streams_as_pieces_and_the_stop_becomes_tool_calls() {
+        let tok = Arc::new(byte_level(128));
+        let mut c = ChoiceText::new(tok.clone(), &tool_rules(false));
+        let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>\n\
+                    <tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 2}}\n</tool_call>";
+        let steps = run(&mut c, &tok, text, FinishReason::Stop);
+        let calls = calls_of(&steps);
+        let want = [(0, "f", r#"{"x":1}"#), (1, "f", r#"{"x":2}"#)];
+        let got: Vec<(usize, &str, &str)> = calls
             .iter()
-            .flat_map(|s| &s.pieces)
-            .filter_map(|p| match p {
-                Piece::Call { call: 0, parsed } => Some(parsed),
-                _ => None,
-            })
+            .map(|(i, n, a)| (*i, n.as_str(), a.as_str()))
             .collect();
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].name, "f");
-        assert_eq!(calls[0].arguments, r#"{"x":1}"#);
+        assert_eq!(got, want);
+        let arg_steps = steps
+            .iter()
+            .filter(|s| s.pieces.iter().any(|p| matches!(p, Piece::CallArgs { .. })))
+            .count();
+        assert!(arg_steps >= 6, "the arguments stream token by token");
         assert_eq!(text_of(&steps), "", "the tags never leak");
         assert_eq!(
             steps.last().and_then(|s| s.finish),
@@ -220,23 +304,41 @@ mod tests {
         );
     }
 
+    /// Issue 16.1: `parallel_tool_calls: false` was ignored and calls repeated.
     #[test]
-    fn length_stays_length_with_an_unfinished_call_given_back_as_text() {
+    fn single_call_ends_the_choice_at_the_first_calls_end() {
         let tok = Arc::new(byte_level(128));
-        let rules = TextRules {
-            stops: Vec::new(),
-            tool_names: Some(vec!["f".into()]),
-        };
-        let mut c = ChoiceText::new(tok.clone(), &rules);
-        let mut steps: Vec<Step> = ids(&tok, "<tool_call>{\"na")
-            .into_iter()
-            .map(|i| c.token(i))
-            .collect();
-        steps.push(c.finish(FinishReason::Length));
-        assert_eq!(text_of(&steps), "<tool_call>{\"na");
+        let mut c = ChoiceText::new(tok.clone(), &tool_rules(true));
+        let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>\n\
+                    <tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>";
+        let steps = run(&mut c, &tok, text, FinishReason::Length);
+        assert_eq!(calls_of(&steps).len(), 1);
+        assert!(c.is_done());
         assert_eq!(
             steps.last().and_then(|s| s.finish),
-            Some(FinishReason::Length)
+            Some(FinishReason::ToolCalls)
         );
+        assert!(c.generated() < ids(&tok, text).len() / 2);
+    }
+
+    /// Issue 16.3: a call cut by max_tokens came back as raw `<tool_call>` text.
+    #[test]
+    fn a_call_cut_by_length_keeps_its_arguments_and_length() {
+        let tok = Arc::new(byte_level(128));
+        for single_call in [false, true] {
+            let mut c = ChoiceText::new(tok.clone(), &tool_rules(single_call));
+            let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": \"ab";
+            let steps = run(&mut c, &tok, text, FinishReason::Length);
+            assert_eq!(calls_of(&steps), [(0, "f".into(), r#"{"x":"ab"#.into())]);
+            assert_eq!(text_of(&steps), "");
+            assert_eq!(
+                steps.last().and_then(|s| s.finish),
+                Some(FinishReason::Length)
+            );
+        }
+        let mut c = ChoiceText::new(tok.clone(), &tool_rules(false));
+        let steps = run(&mut c, &tok, "<tool_call>{\"na", FinishReason::Length);
+        assert_eq!(text_of(&steps), "", "no raw tag");
+        assert!(calls_of(&steps).is_empty());
     }
 }

@@ -68,7 +68,7 @@ pub async fn handle(
     };
     let rules = TextRules {
         stops: valid.stops,
-        tool_names: None,
+        ..TextRules::default()
     };
     let mut echoes = Vec::new();
     let mut streams = Vec::new();

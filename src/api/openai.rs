@@ -130,6 +130,9 @@ pub struct ChatCompletionRequest {
     pub functions: Option<Value>,
     /// Legacy: `"none"`, `"auto"` or `{"name": ...}`, read as `tool_choice`.
     pub function_call: Option<Value>,
+    /// `false`: at most one tool call (default `true`: one or more, at most
+    /// `tools::MAX_PARALLEL_CALLS` when forced).
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub common: CommonParams,
 }

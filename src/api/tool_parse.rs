@@ -4,42 +4,66 @@
 //! and non-streamed responses alike, so both see the same calls.
 //!
 //! Content that could be the start of an open tag is held back (as stop strings are), so the
-//! raw tag never leaks into a stream; whitespace next to a call is dropped. A block whose JSON
-//! does not parse as a call is given back as text, tags included: nothing the model wrote is
-//! lost, and so is a call to a function the request did not list (as OpenAI never returns
-//! one). A call is emitted once its closing tag (or the end of the choice) is seen.
+//! raw tag never leaks into a stream; whitespace next to a call is dropped. A block's body is
+//! read as JSON ([`body`]): a call starts once its name is read and is a function the request
+//! listed, its arguments stream out as they are generated, and it ends where its object closes
+//! (`</tool_call>` inside a string is text of the arguments). A block that turns out to be no
+//! call before its name is read (not JSON, no name, a function the request did not list, as
+//! OpenAI never returns one) is given back as text, tags included: nothing the model wrote is
+//! lost. A block cut by the end of the choice before its name is dropped, and a started call
+//! cut by it ends with the arguments it has.
 
-use serde_json::Value as Json;
+mod body;
+
+use body::{CallBody, Flow};
 
 use super::validate::tools::{CALL_CLOSE, CALL_OPEN};
 
-/// One parsed call.
+/// One call, as a whole (what [`parse_all`] collects).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedCall {
     /// `call_` and 24 random hex digits.
     pub id: String,
     pub name: String,
-    /// The arguments object as a JSON string, as OpenAI sends it.
+    /// The arguments as a JSON string, as OpenAI sends it.
     pub arguments: String,
 }
 
-/// What one push gives: content to send, or a complete call.
+/// What one push gives, in order: content, or the parts of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
+    /// Content (never empty).
     Text(String),
-    Call(ParsedCall),
+    /// A call to a listed function starts.
+    CallStart { id: String, name: String },
+    /// More of the open call's arguments; the pieces concatenate to them.
+    CallArgs(String),
+    /// The open call is complete (or cut).
+    CallEnd,
+}
+
+/// Where the scanner is.
+#[derive(Debug, Clone, Default)]
+enum Mode {
+    /// Content.
+    #[default]
+    Outside,
+    /// After `<tool_call>`.
+    Body(CallBody),
+    /// A call's object has closed: its `</tool_call>` is dropped.
+    AfterCall,
 }
 
 /// Per-choice scanner state.
 #[derive(Debug, Clone, Default)]
 pub struct ToolCallScanner {
-    /// Outside a call: text held back (a possible tag start, trailing whitespace). Inside: the
-    /// call's body so far.
+    /// Outside: text held back (a possible tag start, trailing whitespace). In a body: the
+    /// body so far, given back if it is no call. After a call: what may be its close tag.
     buf: String,
-    inside: bool,
+    mode: Mode,
     /// Drop whitespace until the next non-whitespace (right after a call).
     after_call: bool,
-    /// Whitespace cut before the open call's tag, given back if the block is no call.
+    /// Whitespace cut before the open block's tag, given back if the block is no call.
     ws_before: String,
     calls: usize,
     /// The functions the request listed; a call to any other stays text.
@@ -51,24 +75,6 @@ fn new_call_id() -> String {
     format!("call_{}", &hex[..24])
 }
 
-/// `{"name": "...", "arguments": {...}}` (or `"parameters"`, or arguments as a JSON string)
-/// as a call; `None` when it is not one.
-pub fn parse_call(body: &str) -> Option<ParsedCall> {
-    let v: Json = serde_json::from_str(body.trim()).ok()?;
-    let name = v.get("name")?.as_str()?.to_string();
-    let args = v.get("arguments").or_else(|| v.get("parameters"));
-    let arguments = match args {
-        None | Some(Json::Null) => "{}".to_string(),
-        Some(Json::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    };
-    Some(ParsedCall {
-        id: new_call_id(),
-        name,
-        arguments,
-    })
-}
-
 impl ToolCallScanner {
     /// A scanner that accepts calls to the functions `names`.
     pub fn new(names: Vec<String>) -> Self {
@@ -78,7 +84,7 @@ impl ToolCallScanner {
         }
     }
 
-    /// Calls emitted so far.
+    /// Calls started so far.
     pub fn calls(&self) -> usize {
         self.calls
     }
@@ -86,75 +92,136 @@ impl ToolCallScanner {
     /// Feeds decoded text; returns what can be sent now.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
         let mut out = Vec::new();
-        let text = if self.after_call && !self.inside {
-            let t = text.trim_start();
-            self.after_call = t.is_empty();
-            t
-        } else {
-            text
-        };
-        self.buf.push_str(text);
-        loop {
-            if self.inside {
-                let Some(pos) = self.buf.find(CALL_CLOSE) else {
-                    break;
-                };
-                let body = self.buf[..pos].to_string();
-                let piece = self.end_call(&body, true);
-                let is_call = matches!(piece, Piece::Call(_));
-                let rest = &self.buf[pos + CALL_CLOSE.len()..];
-                let rest = if is_call { rest.trim_start() } else { rest }.to_string();
-                out.push(piece);
-                self.after_call = is_call && rest.is_empty();
-                self.buf = rest;
-            } else if let Some(pos) = self.buf.find(CALL_OPEN) {
-                let before = self.buf[..pos].trim_end();
-                self.ws_before = self.buf[before.len()..pos].to_string();
-                if !before.is_empty() {
-                    out.push(Piece::Text(before.to_string()));
+        let mut rest = text.to_string();
+        while !rest.is_empty() {
+            rest = match self.mode {
+                Mode::Outside => self.outside(rest, &mut out),
+                Mode::Body(_) => self.body(&rest, &mut out),
+                Mode::AfterCall => self.after(rest),
+            };
+        }
+        self.finish_pieces(out)
+    }
+
+    /// The end of the choice: a started call ends as it stands; held text is released
+    /// (whitespace only when no call was made).
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let buf = std::mem::take(&mut self.buf);
+        let mut out = Vec::new();
+        match std::mem::take(&mut self.mode) {
+            Mode::Body(mut body) => body.cut(&mut out),
+            Mode::AfterCall => {
+                let t = buf.trim_start();
+                if !CALL_CLOSE.starts_with(t) {
+                    out.push(Piece::Text(t.to_string()));
                 }
-                self.buf.drain(..pos + CALL_OPEN.len());
-                self.inside = true;
-            } else {
-                let cut = self.buf.len() - self.holdback();
-                if cut > 0 {
-                    out.push(Piece::Text(self.buf[..cut].to_string()));
-                    self.buf.drain(..cut);
+            }
+            Mode::Outside => {
+                if !buf.is_empty() && !(self.calls > 0 && buf.trim().is_empty()) {
+                    out.push(Piece::Text(buf));
                 }
-                break;
+            }
+        }
+        self.finish_pieces(out)
+    }
+
+    /// Counts the calls started and merges runs of text and of arguments.
+    fn finish_pieces(&mut self, pieces: Vec<Piece>) -> Vec<Piece> {
+        let mut out: Vec<Piece> = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            match (out.last_mut(), p) {
+                (_, Piece::Text(t)) if t.is_empty() => {}
+                (Some(Piece::Text(a)), Piece::Text(b)) => a.push_str(&b),
+                (Some(Piece::CallArgs(a)), Piece::CallArgs(b)) => a.push_str(&b),
+                (_, p) => {
+                    self.calls += usize::from(matches!(p, Piece::CallStart { .. }));
+                    out.push(p);
+                }
             }
         }
         out
     }
 
-    /// The end of the choice: an open call is parsed as it stands; held text is released
-    /// (whitespace only when no call was made).
-    pub fn finish(&mut self) -> Vec<Piece> {
-        let buf = std::mem::take(&mut self.buf);
-        if self.inside {
-            self.inside = false;
-            return vec![self.end_call(&buf, false)];
+    /// Content: text before a tag goes out (less a possible tag start); returns what follows
+    /// an open tag.
+    fn outside(&mut self, rest: String, out: &mut Vec<Piece>) -> String {
+        let text = match self.after_call {
+            true => {
+                let t = rest.trim_start();
+                self.after_call = t.is_empty();
+                t
+            }
+            false => rest.as_str(),
+        };
+        self.buf.push_str(text);
+        if let Some(pos) = self.buf.find(CALL_OPEN) {
+            let before = self.buf[..pos].trim_end();
+            self.ws_before = self.buf[before.len()..pos].to_string();
+            out.push(Piece::Text(before.to_string()));
+            let after = self.buf[pos + CALL_OPEN.len()..].to_string();
+            self.buf.clear();
+            self.mode = Mode::Body(CallBody::new());
+            return after;
         }
-        if buf.is_empty() || (self.calls > 0 && buf.trim().is_empty()) {
-            return Vec::new();
-        }
-        vec![Piece::Text(buf)]
+        let cut = self.buf.len() - self.holdback();
+        out.push(Piece::Text(self.buf[..cut].to_string()));
+        self.buf.drain(..cut);
+        String::new()
     }
 
-    fn end_call(&mut self, body: &str, closed: bool) -> Piece {
-        self.inside = false;
-        match parse_call(body).filter(|c| self.names.contains(&c.name)) {
-            Some(call) => {
-                self.ws_before.clear();
-                self.calls += 1;
-                Piece::Call(call)
-            }
-            None => {
-                let close = if closed { CALL_CLOSE } else { "" };
-                let ws = std::mem::take(&mut self.ws_before);
-                Piece::Text(format!("{ws}{CALL_OPEN}{body}{close}"))
+    /// A block's body, one character at a time; returns the text after the block's end.
+    fn body(&mut self, rest: &str, out: &mut Vec<Piece>) -> String {
+        let Mode::Body(body) = &mut self.mode else {
+            return String::new();
+        };
+        let names = &self.names;
+        let listed = |n: &str| names.iter().any(|x| x == n);
+        for (i, c) in rest.char_indices() {
+            match body.push(c, &listed, out) {
+                Flow::More => self.buf.push(c),
+                Flow::Closed => {
+                    self.end_block(Mode::AfterCall);
+                    return rest[i + c.len_utf8()..].to_string();
+                }
+                Flow::Broke if body.started() => {
+                    self.end_block(Mode::AfterCall);
+                    return rest[i..].to_string();
+                }
+                Flow::Broke => {
+                    let ws = std::mem::take(&mut self.ws_before);
+                    out.push(Piece::Text(format!("{ws}{CALL_OPEN}{}", self.buf)));
+                    self.end_block(Mode::Outside);
+                    return rest[i..].to_string();
+                }
             }
         }
+        String::new()
+    }
+
+    fn end_block(&mut self, mode: Mode) {
+        self.buf.clear();
+        self.ws_before.clear();
+        self.mode = mode;
+    }
+
+    /// After a call's object: its close tag (and whitespace before it) is dropped; anything
+    /// else is content again. Returns the text to read as content.
+    fn after(&mut self, rest: String) -> String {
+        self.buf.push_str(&rest);
+        let t = self.buf.trim_start();
+        if let Some(after) = t.strip_prefix(CALL_CLOSE) {
+            let after = after.to_string();
+            self.end_block(Mode::Outside);
+            self.after_call = true;
+            return after;
+        }
+        if CALL_CLOSE.starts_with(t) {
+            return String::new();
+        }
+        let t = t.to_string();
+        self.end_block(Mode::Outside);
+        self.after_call = true;
+        t
     }
 
     /// Bytes at the end of `buf` to hold back: the longest suffix that is a proper prefix of
@@ -180,114 +247,25 @@ pub fn parse_all(text: &str, names: &[String]) -> (String, Vec<ParsedCall>) {
     let mut pieces = sc.push(text);
     pieces.extend(sc.finish());
     let mut content = String::new();
-    let mut calls = Vec::new();
+    let mut calls: Vec<ParsedCall> = Vec::new();
     for p in pieces {
         match p {
             Piece::Text(t) => content.push_str(&t),
-            Piece::Call(c) => calls.push(c),
+            Piece::CallStart { id, name } => calls.push(ParsedCall {
+                id,
+                name,
+                arguments: String::new(),
+            }),
+            Piece::CallArgs(a) => {
+                if let Some(c) = calls.last_mut() {
+                    c.arguments.push_str(&a);
+                }
+            }
+            Piece::CallEnd => {}
         }
     }
     (content, calls)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The functions these tests' requests list.
-    fn listed() -> Vec<String> {
-        ["f", "a", "b"].map(String::from).to_vec()
-    }
-
-    fn parse_all_listed(text: &str) -> (String, Vec<ParsedCall>) {
-        parse_all(text, &listed())
-    }
-
-    #[test]
-    fn a_call_to_an_unlisted_function_stays_text() {
-        let text = "<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>";
-        assert_eq!(parse_all_listed(text), (text.to_string(), Vec::new()));
-        let (content, calls) =
-            parse_all_listed(&format!("{text}<tool_call>{{\"name\": \"f\"}}</tool_call>"));
-        assert_eq!(content, text);
-        assert_eq!(calls.len(), 1);
-    }
-
-    fn names(calls: &[ParsedCall]) -> Vec<(&str, &str)> {
-        calls
-            .iter()
-            .map(|c| (c.name.as_str(), c.arguments.as_str()))
-            .collect()
-    }
-
-    #[test]
-    fn one_call_two_calls_and_text_with_a_call() {
-        let (content, calls) = parse_all_listed(
-            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>",
-        );
-        assert_eq!(content, "");
-        assert_eq!(names(&calls), [("f", r#"{"x":1}"#)]);
-        assert!(calls[0].id.starts_with("call_") && calls[0].id.len() == 29);
-
-        let two = "<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n\
-                   <tool_call>\n{\"name\": \"b\", \"arguments\": {\"y\": \"z\"}}\n</tool_call>";
-        let (content, calls) = parse_all_listed(two);
-        assert_eq!(content, "");
-        assert_eq!(names(&calls), [("a", "{}"), ("b", r#"{"y":"z"}"#)]);
-        assert_ne!(calls[0].id, calls[1].id);
-
-        let (content, calls) = parse_all_listed(
-            "Let me check.\n<tool_call>{\"name\": \"f\", \"arguments\": \"{\\\"q\\\": 2}\"}</tool_call>",
-        );
-        assert_eq!(content, "Let me check.");
-        assert_eq!(names(&calls), [("f", r#"{"q": 2}"#)]);
-    }
-
-    #[test]
-    fn malformed_json_is_kept_as_text() {
-        let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": }\n</tool_call>";
-        let (content, calls) = parse_all_listed(text);
-        assert!(calls.is_empty());
-        assert_eq!(content, text);
-        let (content, calls) = parse_all_listed("<tool_call>{\"arguments\": {}}</tool_call> ok");
-        assert!(calls.is_empty());
-        assert_eq!(content, "<tool_call>{\"arguments\": {}}</tool_call> ok");
-        let text = "See: <tool_call>nope</tool_call>";
-        assert_eq!(parse_all_listed(text), (text.to_string(), Vec::new()));
-        // Unclosed but complete: a call; unclosed and cut: text.
-        let (_, calls) = parse_all_listed("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}");
-        assert_eq!(names(&calls), [("f", "{}")]);
-        let (content, calls) = parse_all_listed("<tool_call>\n{\"name\": \"f\", \"argu");
-        assert!(calls.is_empty());
-        assert_eq!(content, "<tool_call>\n{\"name\": \"f\", \"argu");
-    }
-
-    #[test]
-    fn streaming_never_leaks_the_tag_and_matches_the_whole_text() {
-        let text =
-            "Sure <tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": [1, 2]}}\n</tool_call>\n";
-        for split in 1..text.len() {
-            if !text.is_char_boundary(split) {
-                continue;
-            }
-            let mut sc = ToolCallScanner::new(listed());
-            let mut pieces = sc.push(&text[..split]);
-            pieces.extend(sc.push(&text[split..]));
-            pieces.extend(sc.finish());
-            let content: String = pieces
-                .iter()
-                .filter_map(|p| match p {
-                    Piece::Text(t) => Some(t.as_str()),
-                    Piece::Call(_) => None,
-                })
-                .collect();
-            assert_eq!(content, "Sure", "split at {split}");
-            assert!(!content.contains('<'));
-            assert_eq!(sc.calls(), 1);
-        }
-        let mut sc = ToolCallScanner::new(listed());
-        assert_eq!(sc.push("a <tool"), vec![Piece::Text("a".into())]);
-        assert_eq!(sc.push("box>"), vec![Piece::Text(" <toolbox>".into())]);
-        assert_eq!(sc.finish(), Vec::new());
-    }
-}
+mod tests;

@@ -22,6 +22,7 @@ mod responses_ws;
 mod stored;
 mod tokenize_api;
 mod tokenizer_reference;
+mod tool_calls;
 mod traces;
 mod ui;
 mod usage;

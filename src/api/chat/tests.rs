@@ -71,6 +71,7 @@ fn rules(stops: &[&str], tools: Option<&[&str]>) -> TextRules {
     TextRules {
         stops: stops.iter().map(|s| s.to_string()).collect(),
         tool_names: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        ..TextRules::default()
     }
 }
 
@@ -162,41 +163,103 @@ fn a_stop_string_split_across_tokens_is_cut_and_ends_the_choice() {
     );
 }
 
+/// The `tool_calls` deltas of `chunks`, each checked against OpenAI's shape: a call's first
+/// delta has `index`, `id`, `type`, the name and arguments `""`, later ones `index` and
+/// arguments only. Returns `(id, name, arguments)` per call and the number of deltas.
+fn call_deltas(chunks: &[Value]) -> (Vec<(String, String, String)>, usize) {
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    let mut n = 0;
+    for c in chunks {
+        for d in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            n += 1;
+            let k = d["index"].as_u64().expect("index") as usize;
+            if k == calls.len() {
+                assert_eq!(d["type"], "function", "{d}");
+                assert_eq!(d["function"]["arguments"], "", "{d}");
+                let id = d["id"].as_str().expect("id");
+                assert!(id.starts_with("call_"), "{d}");
+                let name = d["function"]["name"].as_str().expect("name");
+                calls.push((id.into(), name.into(), String::new()));
+            } else {
+                let keys: Vec<&String> = d.as_object().expect("object").keys().collect();
+                assert_eq!(keys, ["index", "function"], "{d}");
+                assert_eq!(d["function"].as_object().map(|f| f.len()), Some(1), "{d}");
+                calls[k]
+                    .2
+                    .push_str(d["function"]["arguments"].as_str().expect("args"));
+            }
+        }
+    }
+    (calls, n)
+}
+
+/// Issue 16.4: a call went out whole, as two deltas, when it had ended.
 #[test]
-fn a_tool_call_streams_as_a_named_head_then_its_arguments_and_finishes_tool_calls() {
+fn a_tool_calls_arguments_stream_as_deltas_and_it_finishes_tool_calls() {
     let m = ChatStream::new(
         meta(streamed(false), 3),
         1,
         &rules(&[], Some(&["get_weather"])),
     );
     let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
-    let mut events = tokens(0, call);
-    events.push(finished(0, engine::FinishReason::Stop, 40));
+    let mut events = tokens(0, &format!("{call}\n{call}"));
+    events.push(finished(0, engine::FinishReason::Stop, 80));
     let chunks = run(m, events);
-    let deltas: Vec<&Value> = chunks
-        .iter()
-        .map(|c| &c["choices"][0]["delta"])
-        .filter(|d| d.get("tool_calls").is_some())
-        .collect();
-    assert_eq!(deltas.len(), 2, "{chunks:#?}");
-    let head = &deltas[0]["tool_calls"][0];
-    assert_eq!(head["index"], 0);
-    assert_eq!(head["type"], "function");
-    assert_eq!(
-        head["function"],
-        json!({"name": "get_weather", "arguments": ""})
-    );
-    assert!(head["id"]
-        .as_str()
-        .is_some_and(|id| id.starts_with("call_")));
-    assert_eq!(
-        deltas[1]["tool_calls"][0],
-        json!({"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}})
-    );
+    let (calls, deltas) = call_deltas(&chunks);
+    assert_eq!(calls.len(), 2, "{chunks:#?}");
+    assert_ne!(calls[0].0, calls[1].0, "ids differ");
+    for (_, name, args) in &calls {
+        assert_eq!(
+            (name.as_str(), args.as_str()),
+            ("get_weather", r#"{"city":"Paris"}"#)
+        );
+    }
+    assert!(deltas > 10, "arguments come token by token: {deltas}");
     assert_eq!(content(&chunks, 0), "", "the tags never reach the client");
     assert_eq!(
         chunks.last().expect("chunks")["choices"][0]["finish_reason"],
         "tool_calls"
+    );
+}
+
+/// Issue 16.3: a call cut by max_tokens came back as raw `<tool_call>` content.
+#[tokio::test]
+async fn a_call_cut_by_length_is_a_tool_call_with_length_in_both_forms() {
+    let text_rules = rules(&[], Some(&["f"]));
+    let mut events = tokens(
+        0,
+        "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": \"b c",
+    );
+    events.push(finished(0, engine::FinishReason::Length, 20));
+    let chunks = run(
+        ChatStream::new(meta(streamed(false), 3), 1, &text_rules),
+        events.clone(),
+    );
+    let (calls, _) = call_deltas(&chunks);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].2, r#"{"a":"b c"#);
+    assert_eq!(content(&chunks, 0), "");
+    let body_reply = Reply {
+        stream: false,
+        ..streamed(false)
+    };
+    let body = stream::testing::collect_now(
+        ChatStream::new(meta(body_reply, 3), 1, &text_rules),
+        events_of(events),
+    )
+    .await
+    .expect("body");
+    let choice = serde_json::to_value(&body.choices[0]).expect("json");
+    assert_eq!(choice["finish_reason"], "length");
+    assert!(choice["message"]["content"].is_null(), "{choice}");
+    assert_eq!(choice["message"]["tool_calls"][0]["function"]["name"], "f");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"a":"b c"#
     );
 }
 

@@ -169,7 +169,7 @@ async fn a_score_only_request_sends_the_scored_echo_and_a_length_finish() {
 fn a_stop_string_split_across_tokens_ends_that_choice_only() {
     let rules = TextRules {
         stops: vec!["\n\n".into()],
-        tool_names: None,
+        ..TextRules::default()
     };
     let m = CompletionStream::new(meta(streamed(), 2), 2, &rules, vec![None]);
     let mut events: Vec<(usize, Event)> = Vec::new();

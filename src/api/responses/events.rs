@@ -131,9 +131,10 @@ impl ResponsesStream {
         Box::new(r)
     }
 
-    /// The events of one piece of output; `lp` is the logprob of the token that made it.
+    /// The events of one piece of output; `lp` is the logprob of the token that made it, `end`
+    /// the status a call ending here gets (`Incomplete` when the output limit cut it).
     /// The one place [`Piece`] is read.
-    fn piece(&mut self, piece: Piece, lp: &mut Option<Logprob>) -> Vec<ResponseEvent> {
+    fn piece(&mut self, piece: Piece, lp: &mut Option<Logprob>, end: Status) -> Vec<ResponseEvent> {
         match piece {
             Piece::Text(text) => {
                 let mut out = self.open_message();
@@ -142,12 +143,9 @@ impl ResponsesStream {
                 out.push(self.text_delta(text, logprobs));
                 out
             }
-            Piece::Call { parsed, .. } => {
-                let mut out = self.call_start(parsed.id, parsed.name);
-                out.extend(self.call_args(parsed.arguments));
-                out.extend(self.call_end());
-                out
-            }
+            Piece::CallStart { id, name, .. } => self.call_start(id, name),
+            Piece::CallArgs { text, .. } => self.call_args(text),
+            Piece::CallEnd { .. } => self.call_end(end),
         }
     }
 
@@ -269,14 +267,15 @@ impl ResponsesStream {
         })]
     }
 
-    /// The open call is complete.
-    fn call_end(&mut self) -> Vec<ResponseEvent> {
+    /// The open call is complete (`Completed`), or cut by the output limit (`Incomplete`).
+    fn call_end(&mut self, end: Status) -> Vec<ResponseEvent> {
         let output_index = self.output.len();
         let Some(mut item) = self.calling.take() else {
             return Vec::new();
         };
         let OutputItem::FunctionCall {
             id,
+            name,
             arguments,
             status,
             ..
@@ -284,10 +283,11 @@ impl ResponsesStream {
         else {
             return Vec::new();
         };
-        *status = Status::Completed;
+        *status = end;
         let done = self.event(EventKind::ArgumentsDone {
             item_id: id.clone(),
             output_index,
+            name: name.clone(),
             arguments: arguments.clone(),
         });
         let out = vec![
@@ -310,17 +310,17 @@ impl ResponsesStream {
         let mut lp = token
             .filter(|_| self.setup.logprobs)
             .map(|t| logprob(logprobs::chat(&self.setup.tokenizer, t)));
+        let status = match step.finish {
+            Some(FinishReason::Length) => Status::Incomplete,
+            _ => Status::Completed,
+        };
         let mut out = Vec::new();
         for piece in step.pieces {
-            out.extend(self.piece(piece, &mut lp));
+            out.extend(self.piece(piece, &mut lp, status));
         }
         self.pending.extend(lp);
         if let Some(reason) = step.finish {
-            let status = match reason {
-                FinishReason::Length => Status::Incomplete,
-                _ => Status::Completed,
-            };
-            out.extend(self.call_end());
+            out.extend(self.call_end(status));
             out.extend(self.close_message(status));
             self.finish = Some(reason);
         }

@@ -48,6 +48,7 @@ fn machine(tools: Option<Vec<String>>, logprobs: bool) -> ResponsesStream {
         rules: TextRules {
             stops: Vec::new(),
             tool_names: tools,
+            ..TextRules::default()
         },
         logprobs,
         generate: true,
@@ -151,36 +152,97 @@ async fn text_goes_out_in_openais_event_order_and_the_deltas_make_the_final_text
     assert_eq!(out[0]["response"]["output"], json!([]));
 }
 
+/// The event types with runs of argument deltas folded into one `...delta+`, and the deltas.
+fn fold_deltas(out: &[Value]) -> (Vec<&str>, String) {
+    let mut kinds: Vec<&str> = Vec::new();
+    let mut args = String::new();
+    for e in out {
+        let t = e["type"].as_str().expect("a type");
+        if t == "response.function_call_arguments.delta" {
+            args.push_str(e["delta"].as_str().expect("delta"));
+            assert_eq!(e["item_id"], "fc_x", "{e}");
+            if kinds.last() == Some(&"response.function_call_arguments.delta+") {
+                continue;
+            }
+            kinds.push("response.function_call_arguments.delta+");
+        } else {
+            kinds.push(t);
+        }
+    }
+    (kinds, args)
+}
+
+/// Issue 16.4: the arguments went out as one delta when the call had ended.
 #[tokio::test]
-async fn a_tool_call_is_a_function_call_item_with_argument_events() {
-    let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>";
+async fn a_tool_call_is_a_function_call_item_whose_arguments_stream() {
+    let text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1, \"s\": \"</tool_call>\"}}\n</tool_call>";
     let mut events = tokens(text);
     events.push(finished(0, engine::FinishReason::Stop, 40, 0));
     let out = run(machine(Some(vec!["f".into()]), false), events).await;
     assert_numbered(&out);
+    let (kinds, args) = fold_deltas(&out);
     assert_eq!(
-        types(&out),
+        kinds,
         [
             "response.created",
             "response.in_progress",
             "response.output_item.added",
-            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta+",
             "response.function_call_arguments.done",
             "response.output_item.done",
             "response.completed",
         ]
     );
+    let deltas = types(&out)
+        .iter()
+        .filter(|t| **t == "response.function_call_arguments.delta")
+        .count();
+    assert!(deltas > 5, "one delta per token's piece, got {deltas}");
+    let want = r#"{"x":1,"s":"</tool_call>"}"#;
+    assert_eq!(args, want);
     assert_eq!(out[2]["item"]["type"], "function_call");
     assert_eq!(out[2]["item"]["status"], "in_progress");
     assert_eq!(out[2]["item"]["id"], "fc_x");
-    assert_eq!(out[4]["arguments"], r#"{"x":1}"#);
-    let item = &out[6]["response"]["output"][0];
+    assert_eq!(out[2]["item"]["arguments"], "");
+    let done = &out[out.len() - 3];
+    assert_eq!(done["arguments"], want);
+    assert_eq!(done["name"], "f");
+    let item = &out.last().expect("terminal")["response"]["output"][0];
     assert_eq!(item["name"], "f");
-    assert_eq!(item["arguments"], r#"{"x":1}"#);
+    assert_eq!(item["arguments"], want);
     assert_eq!(item["status"], "completed");
+    assert_eq!(item["call_id"], out[2]["item"]["call_id"], "one call id");
     assert!(item["call_id"]
         .as_str()
         .is_some_and(|c| c.starts_with("call_")));
+}
+
+/// Issue 16.3: a call cut by the output limit came back as raw `<tool_call>` text.
+#[tokio::test]
+async fn a_call_cut_by_the_output_limit_is_an_incomplete_function_call() {
+    let mut events = tokens("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": [1, ");
+    events.push(finished(0, engine::FinishReason::Length, 30, 0));
+    let out = run(machine(Some(vec!["f".into()]), false), events).await;
+    assert_numbered(&out);
+    let (kinds, args) = fold_deltas(&out);
+    assert_eq!(args, r#"{"x":[1,"#);
+    assert_eq!(
+        kinds[kinds.len() - 3..],
+        [
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.incomplete"
+        ]
+    );
+    let r = &out.last().expect("terminal")["response"];
+    assert_eq!(
+        r["output"].as_array().map(Vec::len),
+        Some(1),
+        "no message: {r}"
+    );
+    assert_eq!(r["output"][0]["type"], "function_call");
+    assert_eq!(r["output"][0]["status"], "incomplete");
+    assert_eq!(r["output"][0]["arguments"], r#"{"x":[1,"#);
 }
 
 #[tokio::test]

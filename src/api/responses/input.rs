@@ -416,6 +416,7 @@ pub fn chat_request(
         tool_choice,
         functions: None,
         function_call: None,
+        parallel_tool_calls: req.parallel_tool_calls,
         common: CommonParams {
             model: req.model.clone(),
             temperature: req.temperature,

@@ -322,6 +322,8 @@ pub enum EventKind {
     ArgumentsDone {
         item_id: String,
         output_index: usize,
+        /// The function's name (in OpenAI's current reference).
+        name: String,
         arguments: String,
     },
     #[serde(rename = "response.output_item.done")]

@@ -140,7 +140,8 @@ impl Validator {
         &self,
         req: &ChatCompletionRequest,
     ) -> Result<(Option<Tools>, Option<Constraint>), ValidationError> {
-        let tools = tools::parse(req.tools.as_ref(), req.tool_choice.as_ref())?;
+        let tools = tools::parse(req.tools.as_ref(), req.tool_choice.as_ref())?
+            .map(|t| t.with_parallel(req.parallel_tool_calls != Some(false)));
         let format = response_format(req.response_format.as_ref())?;
         for (param, g) in tools.iter().flat_map(Tools::parameter_grammars) {
             self.compile(&g, &param)?;
@@ -189,6 +190,7 @@ impl Validator {
             request,
             text: TextRules {
                 stops: req.common.stops(),
+                single_call: tools.as_ref().is_some_and(Tools::single_call),
                 tool_names: tools.map(|t| t.specs.into_iter().map(|s| s.name).collect()),
             },
             reply: Reply {

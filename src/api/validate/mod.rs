@@ -70,6 +70,9 @@ pub struct TextRules {
     /// Parse `<tool_call>` blocks calling these functions out of the text (tools given and
     /// `tool_choice` not `none`); `None`: no tools.
     pub tool_names: Option<Vec<String>>,
+    /// One call at most (a named `tool_choice`, or `parallel_tool_calls: false`): the choice
+    /// ends where its first call ends.
+    pub single_call: bool,
 }
 
 /// How the response goes out.

@@ -40,11 +40,17 @@ pub enum ToolChoice {
     Named(String),
 }
 
+/// The most calls a forced `required` choice with parallel calls may make: the grammar ends
+/// the output after this many, so that a model repeating its call cannot run to `max_tokens`.
+pub const MAX_PARALLEL_CALLS: usize = 8;
+
 /// The validated tools of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tools {
     pub specs: Vec<ToolSpec>,
     pub choice: ToolChoice,
+    /// `parallel_tool_calls` (default `true`); `false` allows one call at most.
+    pub parallel: bool,
 }
 
 fn bad(message: impl Into<String>, param: &str) -> ValidationError {
@@ -76,7 +82,11 @@ pub fn parse(
             )),
         };
     }
-    Ok(Some(Tools { specs, choice }))
+    Ok(Some(Tools {
+        specs,
+        choice,
+        parallel: true,
+    }))
 }
 
 fn tool_spec(i: usize, t: &Json) -> Result<ToolSpec, ValidationError> {
@@ -178,11 +188,25 @@ impl Tools {
         self.specs.iter().map(|s| s.raw.clone()).collect()
     }
 
-    /// The grammar that forces calls: under `required` one or more calls to any tool, under a
-    /// named tool exactly one call to it; `None` otherwise.
+    /// `parallel_tool_calls` as the request gave it.
+    pub fn with_parallel(self, parallel: bool) -> Self {
+        Self { parallel, ..self }
+    }
+
+    /// At most one call: a named tool, or parallel calls turned off.
+    pub fn single_call(&self) -> bool {
+        matches!(self.choice, ToolChoice::Named(_)) || !self.parallel
+    }
+
+    /// The grammar that forces calls: under `required` one to [`MAX_PARALLEL_CALLS`] calls to
+    /// any tool (one with `parallel_tool_calls: false`), under a named tool exactly one call
+    /// to it; each call then either another or the end. `None` otherwise.
     pub fn forced_grammar(&self) -> Option<Grammar> {
         match &self.choice {
-            ToolChoice::Required => Some(calls_grammar(&self.specs, true)),
+            ToolChoice::Required => {
+                let most = if self.parallel { MAX_PARALLEL_CALLS } else { 1 };
+                Some(calls_grammar(&self.specs, most))
+            }
             ToolChoice::Named(name) => {
                 let one: Vec<ToolSpec> = self
                     .specs
@@ -190,7 +214,7 @@ impl Tools {
                     .filter(|s| &s.name == name)
                     .cloned()
                     .collect();
-                Some(calls_grammar(&one, false))
+                Some(calls_grammar(&one, 1))
             }
             ToolChoice::None | ToolChoice::Auto => None,
         }
@@ -224,9 +248,9 @@ fn call_schema(spec: &ToolSpec) -> Json {
     })
 }
 
-/// `<tool_call>\n{call}\n</tool_call>`, once or (with `many`) one or more times, newline
-/// separated, where `{call}` is any of `specs`' call schemas.
-fn calls_grammar(specs: &[ToolSpec], many: bool) -> Grammar {
+/// `<tool_call>\n{call}\n</tool_call>`, one to `most` times, newline separated, where `{call}`
+/// is any of `specs`' call schemas.
+fn calls_grammar(specs: &[ToolSpec], most: usize) -> Grammar {
     let schema = match specs {
         [one] => call_schema(one),
         _ => json!({"anyOf": specs.iter().map(call_schema).collect::<Vec<_>>()}),
@@ -234,10 +258,9 @@ fn calls_grammar(specs: &[ToolSpec], many: bool) -> Grammar {
     let schema = with_compact_whitespace(schema);
     let open = serde_json::to_string(&format!("{CALL_OPEN}\n")).unwrap_or_default();
     let close = serde_json::to_string(&format!("\n{CALL_CLOSE}")).unwrap_or_default();
-    let start = if many {
-        "start: call (\"\\n\" call)*"
-    } else {
-        "start: call"
+    let start = match most {
+        0 | 1 => "start: call".to_string(),
+        n => format!("start: call (\"\\n\" call){{0,{}}}", n - 1),
     };
     Grammar::Lark(format!("{start}\ncall: {open} %json {schema} {close}\n"))
 }
@@ -481,5 +504,73 @@ mod tests {
         }
         let auto = parse(Some(&tools), None).expect("ok").expect("some");
         assert!(auto.forced_grammar().is_none());
+    }
+
+    /// A byte-level compiler over printable ASCII and `\n` (id 96); id 0 ends.
+    fn newline_compiler() -> crate::constraint::GrammarCompiler {
+        let mut words = crate::constraint::tests::ascii_vocab(96);
+        words.push(b"\n".to_vec());
+        let special: Vec<bool> = (0..words.len()).map(|i| i == 0).collect();
+        crate::constraint::GrammarCompiler::from_token_bytes(words, &special, &[0])
+            .expect("compiler builds")
+    }
+
+    fn byte_id(b: u8) -> u32 {
+        match b {
+            b'\n' => 96,
+            b => u32::from(b - 32 + 1),
+        }
+    }
+
+    /// Whether the end and a newline may come after `text`.
+    fn next_allowed(c: &mut crate::constraint::Constraint, text: &str) -> (bool, bool) {
+        for b in text.bytes() {
+            c.commit(byte_id(b))
+                .unwrap_or_else(|e| panic!("{text:?} at {b}: {e}"));
+        }
+        if c.is_finished() {
+            // Nothing may follow but the end.
+            return (true, false);
+        }
+        let mut logits = vec![0.0f32; 97];
+        c.apply(&mut logits).expect("mask");
+        (logits[0].is_finite(), logits[96].is_finite())
+    }
+
+    /// Issue 16.1: a named choice and `parallel_tool_calls: false` allowed more calls than
+    /// one, and `required` an unbounded run of them.
+    #[test]
+    fn forced_grammars_bound_the_number_of_calls() {
+        let tools = json!([{"type": "function", "function": {"name": "noop"}}]);
+        let one = "<tool_call>\n{\"name\": \"noop\", \"arguments\": {}}\n</tool_call>";
+        let compiler = newline_compiler();
+        let named = json!({"type": "function", "function": {"name": "noop"}});
+        let cases = [
+            (json!("required"), true, MAX_PARALLEL_CALLS),
+            (json!("required"), false, 1),
+            (named.clone(), true, 1),
+            (named, false, 1),
+        ];
+        for (choice, parallel, most) in cases {
+            let t = parse(Some(&tools), Some(&choice))
+                .expect("ok")
+                .expect("some")
+                .with_parallel(parallel);
+            assert_eq!(t.single_call(), most == 1, "{choice} {parallel}");
+            let mut c = compiler
+                .compile(&t.forced_grammar().expect("forced"))
+                .expect("compiles");
+            let (end, _) = next_allowed(&mut c, "");
+            assert!(!end, "no end before the first call");
+            for k in 1..=most {
+                let call = match k {
+                    1 => one.to_string(),
+                    _ => format!("\n{one}"),
+                };
+                let (end, newline) = next_allowed(&mut c, &call);
+                assert!(end, "{choice}: the end may follow call {k}");
+                assert_eq!(newline, k < most, "{choice}: another call after {k}?");
+            }
+        }
     }
 }
