@@ -10,7 +10,6 @@
 #
 #   scripts/compare-llamacpp.sh [--rounds N] [--threads N] [--model FILE]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 THREADS=2
@@ -23,6 +22,12 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+# A --model path is relative to where the caller runs; the default is relative to the checkout.
+if [ "$MODEL" != models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+    [ -f "$MODEL" ] || { echo "--model $MODEL: no such file" >&2; exit 2; }
+    MODEL=$(realpath "$MODEL")
+fi
+cd "$(dirname "$0")/.."
 
 if [ "$MODEL" = models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
     scripts/fetch-test-model.sh

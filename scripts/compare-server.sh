@@ -16,7 +16,10 @@
 # when there is a before). Logs and per-server JSON: target/compare-server-NAME.{log,json}.
 #
 #   scripts/compare-server.sh [--concurrency 1,4,8,16] [--requests N] [--before BIN] [--no-llamacpp]
+#                             [--model FILE]
 #
+# --model FILE: another GGUF (e.g. a shape model from scripts/make-shape-models.py) for both
+# servers; default: the test model.
 # --requests N: requests per concurrency level (loadtest.py's default: 2 x concurrency, >= 4).
 set -euo pipefail
 
@@ -24,12 +27,14 @@ CONCURRENCY=1,4,8,16
 REQUESTS=()
 BEFORE=${WICK_BEFORE:-}
 LLAMACPP=1
+MODEL=
 while [ $# -gt 0 ]; do
     case "$1" in
         --concurrency) CONCURRENCY=$2; shift 2 ;;
         --requests) REQUESTS=(--requests "$2"); shift 2 ;;
         --before) BEFORE=$2; shift 2 ;;
         --no-llamacpp) LLAMACPP=0; shift ;;
+        --model) MODEL=$2; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -42,11 +47,17 @@ if [ -n "${LLAMA_SERVER:-}" ]; then
     [ -x "$LLAMA_SERVER" ] || { echo "LLAMA_SERVER=$LLAMA_SERVER: not an executable file" >&2; exit 2; }
     LLAMA_SERVER=$(realpath "$LLAMA_SERVER")
 fi
+if [ -n "$MODEL" ]; then
+    [ -f "$MODEL" ] || { echo "--model $MODEL: no such file" >&2; exit 2; }
+    MODEL=$(realpath "$MODEL")
+fi
 cd "$(dirname "$0")/.."
 
-MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 THREADS=${WICK_THREADS:-2}
-scripts/fetch-test-model.sh
+if [ -z "$MODEL" ]; then
+    MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+    scripts/fetch-test-model.sh
+fi
 
 VENV=${LLAMACPP_VENV:-target/llamacpp-venv}
 SRC=target/llamacpp-src

@@ -268,6 +268,11 @@ pub struct EngineArgs {
     /// Turn off reuse of cached prompt prefixes.
     #[arg(long, env = "WICK_NO_PREFIX_CACHING")]
     pub no_prefix_caching: bool,
+    /// KV memory that cached prompt prefixes no request uses may keep, e.g. `256MiB`; past
+    /// it the oldest are dropped and their pages given back. Default: an eighth of the KV
+    /// cache, at most 512 MiB.
+    #[arg(long, alias = "prefix-cache-bytes", env = "WICK_PREFIX_CACHE_MEMORY", value_parser = parse_bytes)]
+    pub prefix_cache_memory: Option<u64>,
 }
 
 impl EngineArgs {
@@ -297,6 +302,7 @@ impl EngineArgs {
             kv_cache_bytes: self.kv_cache_memory,
             kv_dtype: self.kv.kv_cache_dtype,
             prefix_caching: !self.no_prefix_caching,
+            prefix_cache_bytes: self.prefix_cache_memory,
         })
     }
 }
@@ -377,6 +383,11 @@ mod tests {
         let c = t.e.resolve().unwrap();
         assert_eq!(c.kv_cache_bytes, Some(1 << 30));
         assert_eq!(c.kv_dtype, DType::BF16);
+        assert_eq!(c.prefix_cache_bytes, None);
+        let t = T::parse_from(["t", "--prefix-cache-memory", "64MiB"]);
+        assert_eq!(t.e.resolve().unwrap().prefix_cache_bytes, Some(64 << 20));
+        let t = T::parse_from(["t", "--prefix-cache-bytes", "0"]);
+        assert_eq!(t.e.resolve().unwrap().prefix_cache_bytes, Some(0));
         let t = T::parse_from(["t", "--max-running", "600"]);
         assert!(t.e.resolve().unwrap_err().contains("--max-running 600"));
         let t = T::parse_from(["t", "--block-size", "0"]);

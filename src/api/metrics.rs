@@ -183,6 +183,14 @@ const GAUGES: &[(&str, &str)] = &[
     ("wick_kv_blocks_used", "KV cache blocks in use."),
     ("wick_kv_blocks_total", "KV cache blocks in the pool."),
     (
+        "wick_kv_blocks_cached",
+        "KV cache blocks no request uses that hold cached prefixes.",
+    ),
+    (
+        "wick_kv_blocks_resident",
+        "KV cache blocks whose pages may be resident (in use, cached or kept warm).",
+    ),
+    (
         "vllm:kv_cache_usage_perc",
         "KV cache usage, a fraction from 0 to 1.",
     ),
@@ -376,6 +384,8 @@ impl Metrics {
         both("wick_queue_depth", None, s.queue_depth as f64);
         both("wick_kv_blocks_used", None, s.kv_blocks_used as f64);
         both("wick_kv_blocks_total", None, s.kv_blocks_total as f64);
+        both("wick_kv_blocks_cached", None, s.kv_blocks_cached as f64);
+        both("wick_kv_blocks_resident", None, s.kv_blocks_resident as f64);
         let usage = if s.kv_blocks_total == 0 {
             0.0
         } else {

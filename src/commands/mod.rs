@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod perplexity;
+pub mod probe;
 pub mod pull;
 pub mod run;
 pub mod serve;

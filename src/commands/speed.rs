@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{load, CommandError};
+use super::{load, probe, CommandError};
 use crate::config::{KvDtypeArg, ModelArgs};
 use crate::model::{Batch, CausalLm, KvCache, KvCacheConfig, LogitsWanted, ModelError, SeqChunk};
 
@@ -45,10 +45,21 @@ pub struct SpeedArgs {
     /// One JSON object per test on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Measure the machine instead of the model: read bandwidth and the int8 multiply-add
+    /// peak, with the kernels' threads (no model is loaded).
+    #[arg(long)]
+    pub membw: bool,
+    /// Buffer the bandwidth probe reads, e.g. `1GiB`. Default: 8 times the last-level cache,
+    /// at least 256 MiB.
+    #[arg(long, value_parser = crate::config::parse_bytes)]
+    pub membw_buffer: Option<u64>,
 }
 
 /// Runs `wick speed`: every test, as a Markdown table or JSON lines on stdout.
 pub fn run(args: &SpeedArgs) -> Result<(), CommandError> {
+    if args.membw {
+        return run_probes(args);
+    }
     let loaded = load(&args.model)?;
     let spec = SpeedSpec {
         prefill: args.prefill.clone(),
@@ -89,6 +100,56 @@ pub fn run(args: &SpeedArgs) -> Result<(), CommandError> {
             println!(
                 "| {} | {} | {} | {:.3} | {:.1} |",
                 r.test, r.sequences, r.tokens, r.seconds, r.tokens_per_s
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `wick speed --membw`: the machine's read bandwidth and int8 peak.
+fn run_probes(args: &SpeedArgs) -> Result<(), CommandError> {
+    let pool = crate::kernels::ThreadPool::global();
+    let bytes = match args.membw_buffer {
+        Some(b) => usize::try_from(b)
+            .map_err(|_| CommandError::InvalidArgs(format!("--membw-buffer {b} is too large")))?,
+        None => probe::default_buffer_bytes(),
+    };
+    if bytes < 1 << 20 {
+        return Err(CommandError::InvalidArgs(format!(
+            "--membw-buffer {bytes} is under 1 MiB: it would measure a cache, not memory"
+        )));
+    }
+    let reps = args.repetitions.max(1);
+    let rows: Vec<probe::ProbeRow> = [
+        Some(probe::read_bandwidth(&pool, bytes, reps)),
+        probe::int8_peak(&pool, reps),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !args.json {
+        let llc = probe::last_level_cache_bytes()
+            .map_or("unknown".to_string(), |b| format!("{} MiB", b >> 20));
+        println!(
+            "wick speed --membw: {} kernel threads, last-level cache {llc}",
+            pool.threads()
+        );
+        println!("| probe | measured over | rate |\n|---|---|---|");
+    }
+    for r in &rows {
+        if args.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else if r.test == "read_bandwidth" {
+            println!(
+                "| read bandwidth | {} | {:.1} GB/s |",
+                r.detail,
+                r.per_second / 1e9
+            );
+        } else {
+            println!(
+                "| int8 multiply-adds | {} | {:.0} G/s |",
+                r.detail,
+                r.per_second / 1e9
             );
         }
     }

@@ -7,9 +7,11 @@
 //! block up to and including it, so equal hashes mean equal prefixes (the tokens are kept and
 //! compared too, so a hash collision can never hand out the wrong K/V). Blocks are ref-counted:
 //! a prefix hit shares a block between sequences. A block nobody references stays in the index
-//! (evictable) until the allocator needs it, least recently used first.
+//! (evictable) until the allocator needs it or the prefix-cache budget drops it, least recently
+//! used first. Which blocks are resident is tracked too, so memory follows the working set (see
+//! [`BlockManager`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
 pub type BlockId = u32;
@@ -31,6 +33,8 @@ struct BlockMeta {
     tokens: Vec<u32>,
     /// Key in `evictable` while refs == 0 and hashed.
     lru_stamp: u64,
+    /// In `cold`: unreferenced, unhashed, its pages not resident (never used, or given back).
+    cold: bool,
 }
 
 /// Counters for metrics.
@@ -41,21 +45,43 @@ pub struct BlockStats {
     pub used: usize,
     /// Unreferenced but still holding a cached prefix.
     pub cached: usize,
+    /// Blocks whose pages may be resident: all but the never-used and the given-back ones.
+    pub resident: usize,
     /// Prompt tokens looked up in the prefix index, and how many were found.
     pub prefix_queried_tokens: u64,
     pub prefix_hit_tokens: u64,
 }
 
+/// Free blocks kept warm (resident), so that a sequence finishing and the next one starting
+/// do not give pages back and fault them in again.
+pub const WARM_SLACK_BLOCKS: usize = 16;
+
 /// The block allocator and prefix index.
+///
+/// Memory follows the work: a block is taken from the warm free list (most recently freed
+/// first), then from the cold list (pages not resident; blocks given back before never-used
+/// ones), and only then by evicting a cached prefix. Unreferenced cached prefixes are kept
+/// within `cache_budget` blocks (oldest dropped first) and the warm free list within
+/// [`WARM_SLACK_BLOCKS`]; blocks past either turn cold and are reported by
+/// [`BlockManager::take_cooled`] so the owner can give their pages back to the system. So the
+/// resident blocks stay within the blocks in use + the slack + the cache budget, and the blocks
+/// ever touched within the peak of that, whatever the pool's size.
 #[derive(Debug)]
 pub struct BlockManager {
     block_size: usize,
     meta: Vec<BlockMeta>,
-    /// Never-hashed free blocks (LIFO).
-    free: Vec<BlockId>,
+    /// Unhashed free blocks with resident pages, most recently freed at the back.
+    warm: VecDeque<BlockId>,
+    /// Free blocks with no resident pages, taken from the back: never-used blocks sit below the
+    /// given-back ones, lowest id on top, so the touched ids stay a compact low range.
+    cold: Vec<BlockId>,
     /// Unreferenced hashed blocks, oldest first.
     evictable: BTreeMap<u64, BlockId>,
     index: HashMap<u64, BlockId>,
+    /// Most blocks `evictable` may hold (the prefix-cache budget).
+    cache_budget: usize,
+    /// Blocks turned cold since the last `take_cooled`.
+    cooled: Vec<BlockId>,
     clock: u64,
     prefix_caching: bool,
     queried: u64,
@@ -63,18 +89,36 @@ pub struct BlockManager {
 }
 
 impl BlockManager {
+    /// A pool of `num_blocks` never-used blocks; the prefix-cache budget is the whole pool
+    /// until [`BlockManager::with_cache_budget`] sets one.
     pub fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> Self {
         Self {
             block_size,
-            meta: vec![BlockMeta::default(); num_blocks],
-            free: (0..num_blocks as BlockId).rev().collect(),
+            meta: vec![
+                BlockMeta {
+                    cold: true,
+                    ..BlockMeta::default()
+                };
+                num_blocks
+            ],
+            warm: VecDeque::new(),
+            cold: (0..num_blocks as BlockId).rev().collect(),
             evictable: BTreeMap::new(),
             index: HashMap::new(),
+            cache_budget: num_blocks,
+            cooled: Vec::new(),
             clock: 0,
             prefix_caching,
             queried: 0,
             hits: 0,
         }
+    }
+
+    /// Keeps at most `blocks` unreferenced cached prefix blocks.
+    pub fn with_cache_budget(mut self, blocks: usize) -> Self {
+        self.cache_budget = blocks;
+        self.trim();
+        self
     }
 
     pub fn block_size(&self) -> usize {
@@ -85,9 +129,9 @@ impl BlockManager {
         self.meta.len()
     }
 
-    /// Blocks an allocation can take now (free + evictable).
+    /// Blocks an allocation can take now (warm + cold + evictable).
     pub fn available(&self) -> usize {
-        self.free.len() + self.evictable.len()
+        self.warm.len() + self.cold.len() + self.evictable.len()
     }
 
     pub fn stats(&self) -> BlockStats {
@@ -95,6 +139,7 @@ impl BlockManager {
             total: self.meta.len(),
             used: self.meta.len() - self.available(),
             cached: self.evictable.len(),
+            resident: self.meta.len() - self.cold.len(),
             prefix_queried_tokens: self.queried,
             prefix_hit_tokens: self.hits,
         }
@@ -105,20 +150,18 @@ impl BlockManager {
         tokens.div_ceil(self.block_size)
     }
 
-    /// Takes one block, evicting the least recently used cached prefix if nothing is free.
+    /// Takes one block: the most recently freed warm one, else a cold one, else the least
+    /// recently used cached prefix.
     pub fn allocate(&mut self) -> Option<BlockId> {
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                let (&stamp, &id) = self.evictable.iter().next()?;
-                self.evictable.remove(&stamp);
-                let m = &mut self.meta[id as usize];
-                if let Some(h) = m.hash.take() {
-                    self.index.remove(&h);
-                }
-                m.tokens.clear();
-                id
-            }
+        let id = if let Some(id) = self.warm.pop_back() {
+            id
+        } else if let Some(id) = self.cold.pop() {
+            self.meta[id as usize].cold = false;
+            id
+        } else {
+            let (_, id) = self.evictable.pop_first()?;
+            self.unhash(id);
+            id
         };
         self.meta[id as usize].refs = 1;
         Some(id)
@@ -133,7 +176,8 @@ impl BlockManager {
         blocks
     }
 
-    /// Drops one reference to each block. Unreferenced hashed blocks stay cached.
+    /// Drops one reference to each block. Unreferenced hashed blocks stay cached (within the
+    /// budget); unreferenced unhashed ones become the most recently freed warm blocks.
     pub fn release(&mut self, blocks: &[BlockId]) {
         for &b in blocks {
             let m = &mut self.meta[b as usize];
@@ -145,10 +189,53 @@ impl BlockManager {
                     m.lru_stamp = self.clock;
                     self.evictable.insert(self.clock, b);
                 } else {
-                    self.free.push(b);
+                    self.warm.push_back(b);
                 }
             }
         }
+        self.trim();
+    }
+
+    /// Drops the oldest cached prefixes past the budget (their blocks join the warm list as
+    /// its least recently used), then cools the least recently freed warm blocks past the
+    /// slack.
+    fn trim(&mut self) {
+        while self.evictable.len() > self.cache_budget {
+            let Some((_, id)) = self.evictable.pop_first() else {
+                break;
+            };
+            self.unhash(id);
+            self.warm.push_front(id);
+        }
+        while self.warm.len() > WARM_SLACK_BLOCKS {
+            let Some(id) = self.warm.pop_front() else {
+                break;
+            };
+            self.meta[id as usize].cold = true;
+            self.cold.push(id);
+            self.cooled.push(id);
+        }
+    }
+
+    /// Takes `id` out of the prefix index.
+    fn unhash(&mut self, id: BlockId) {
+        let m = &mut self.meta[id as usize];
+        if let Some(h) = m.hash.take() {
+            self.index.remove(&h);
+        }
+        m.tokens.clear();
+    }
+
+    /// The blocks that turned cold since the last call, in the order they did. Some may have
+    /// been taken again since: check [`BlockManager::is_cold`] before giving pages back.
+    pub fn take_cooled(&mut self) -> Vec<BlockId> {
+        std::mem::take(&mut self.cooled)
+    }
+
+    /// Whether `block` is free with no resident pages wanted: nobody reads or writes it until
+    /// an allocation hands it out again.
+    pub fn is_cold(&self, block: BlockId) -> bool {
+        self.meta.get(block as usize).is_some_and(|m| m.cold)
     }
 
     /// The longest run of cached full blocks that prefixes `tokens`, leaving at least one
@@ -220,163 +307,4 @@ impl BlockManager {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn prefix_hits_share_blocks_and_survive_release() {
-        let mut m = BlockManager::new(8, 4, true);
-        let prompt: Vec<u32> = (0..10).collect();
-        let a = m.allocate_n(3).unwrap();
-        // Sequence A computed its first two full blocks.
-        let h0 = chain_hash(None, &prompt[0..4]);
-        let h1 = chain_hash(Some(h0), &prompt[4..8]);
-        m.register(a[0], h0, &prompt[0..4]);
-        m.register(a[1], h1, &prompt[4..8]);
-        // B with the same 10-token prompt reuses both full blocks.
-        let b = m.match_prefix(&prompt);
-        assert_eq!(b, vec![a[0], a[1]]);
-        assert_eq!(m.refs(a[0]), 2);
-        // A prompt of exactly 8 tokens may reuse only one block: one token must be computed.
-        let c = m.match_prefix(&prompt[..8]);
-        assert_eq!(c, vec![a[0]]);
-        m.release(&a);
-        m.release(&b);
-        m.release(&c);
-        assert_eq!(m.available(), 8);
-        assert_eq!(m.stats().cached, 2);
-        // Released, but still cached: a later sequence hits them.
-        let d = m.match_prefix(&prompt);
-        assert_eq!(d.len(), 2);
-        // A diverging prompt stops at the divergence.
-        m.release(&d);
-        let mut other = prompt.clone();
-        other[5] = 99;
-        assert_eq!(m.match_prefix(&other).len(), 1);
-    }
-
-    #[test]
-    fn eviction_takes_least_recently_used_cached_blocks_after_free_ones() {
-        let mut m = BlockManager::new(3, 2, true);
-        let all = m.allocate_n(3).unwrap();
-        m.register(all[0], chain_hash(None, &[1, 2]), &[1, 2]);
-        m.register(all[1], chain_hash(None, &[3, 4]), &[3, 4]);
-        m.release(&[all[1]]);
-        m.release(&[all[0]]);
-        m.release(&[all[2]]);
-        // The unhashed block goes first, then the LRU cached one (all[1], released first).
-        assert_eq!(m.allocate(), Some(all[2]));
-        assert_eq!(m.allocate(), Some(all[1]));
-        assert_eq!(m.match_prefix(&[3, 4, 5]), Vec::<BlockId>::new());
-        assert_eq!(m.match_prefix(&[1, 2, 5]), vec![all[0]]);
-        assert_eq!(m.allocate(), None);
-        assert!(m.allocate_n(1).is_none());
-    }
-
-    #[test]
-    fn disabled_prefix_caching_never_hits() {
-        let mut m = BlockManager::new(4, 2, false);
-        let a = m.allocate_n(1).unwrap();
-        m.register(a[0], chain_hash(None, &[1, 2]), &[1, 2]);
-        assert!(m.match_prefix(&[1, 2, 3]).is_empty());
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Submit(Vec<u32>),
-        Grow(usize),
-        Finish(usize),
-        Cancel(usize),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            proptest::collection::vec(0u32..3, 1..24).prop_map(Op::Submit),
-            (0usize..16).prop_map(Op::Grow),
-            (0usize..16).prop_map(Op::Finish),
-            (0usize..16).prop_map(Op::Cancel),
-        ]
-    }
-
-    /// A sequence as the worker keeps it: tokens and the blocks holding them.
-    struct Seq {
-        tokens: Vec<u32>,
-        blocks: Vec<BlockId>,
-    }
-
-    fn register_full(m: &mut BlockManager, s: &Seq) {
-        let mut parent = None;
-        for (i, chunk) in s.tokens.chunks(m.block_size()).enumerate() {
-            if chunk.len() < m.block_size() || i >= s.blocks.len() {
-                break;
-            }
-            let h = chain_hash(parent, chunk);
-            m.register(s.blocks[i], h, chunk);
-            parent = Some(h);
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
-        /// 10,000 random submit / grow / finish / cancel operations leave the pool fully free,
-        /// with no block ever held by two sequences unless both got it from the prefix index.
-        #[test]
-        fn random_operations_leave_the_pool_free(ops in proptest::collection::vec(op(), 250)) {
-            let mut m = BlockManager::new(24, 4, true);
-            let mut live: Vec<Seq> = Vec::new();
-            for op in &ops {
-                match op {
-                    Op::Submit(tokens) => {
-                        let mut blocks = m.match_prefix(tokens);
-                        let need = m.blocks_for(tokens.len()) - blocks.len();
-                        match m.allocate_n(need) {
-                            Some(b) => {
-                                blocks.extend(b);
-                                let s = Seq { tokens: tokens.clone(), blocks };
-                                register_full(&mut m, &s);
-                                live.push(s);
-                            }
-                            None => m.release(&blocks),
-                        }
-                    }
-                    Op::Grow(i) if !live.is_empty() => {
-                        let i = i % live.len();
-                        let bs = m.block_size();
-                        let s = &mut live[i];
-                        s.tokens.push(1);
-                        if s.tokens.len() > s.blocks.len() * bs {
-                            match m.allocate() {
-                                Some(b) => s.blocks.push(b),
-                                None => { s.tokens.pop(); }
-                            }
-                        }
-                        let s = &live[i];
-                        register_full(&mut m, s);
-                    }
-                    Op::Finish(i) | Op::Cancel(i) if !live.is_empty() => {
-                        let s = live.swap_remove(i % live.len());
-                        m.release(&s.blocks);
-                    }
-                    _ => {}
-                }
-                // Every block's reference count equals the number of live sequences holding it.
-                let mut held = vec![0u32; m.num_blocks()];
-                for s in &live {
-                    for &b in &s.blocks {
-                        held[b as usize] += 1;
-                    }
-                }
-                for (b, &n) in held.iter().enumerate() {
-                    prop_assert_eq!(m.refs(b as BlockId), n, "block {}", b);
-                }
-                prop_assert_eq!(m.stats().used, held.iter().filter(|&&n| n > 0).count());
-            }
-            for s in live.drain(..) {
-                m.release(&s.blocks);
-            }
-            prop_assert_eq!(m.available(), m.num_blocks());
-            prop_assert_eq!(m.stats().used, 0);
-        }
-    }
-}
+mod tests;

@@ -54,6 +54,9 @@ pub struct EngineConfig {
     pub kv_cache_bytes: Option<u64>,
     pub kv_dtype: DType,
     pub prefix_caching: bool,
+    /// Bytes of KV blocks that cached prefixes nobody uses may keep, past which the oldest
+    /// are dropped and their pages given back; `None`: [`default_prefix_cache_bytes`].
+    pub prefix_cache_bytes: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +70,7 @@ impl Default for EngineConfig {
             kv_cache_bytes: None,
             kv_dtype: DType::F16,
             prefix_caching: true,
+            prefix_cache_bytes: None,
         }
     }
 }
@@ -157,6 +161,14 @@ pub fn default_kv_cache_bytes(bytes_per_token: usize, max_context: usize) -> u64
     want.min(available / 4).min(4 << 30)
 }
 
+/// Largest default prefix-cache budget.
+pub const MAX_DEFAULT_PREFIX_CACHE_BYTES: u64 = 512 << 20;
+
+/// The prefix-cache budget when none is configured: an eighth of the KV pool, at most 512 MiB.
+pub fn default_prefix_cache_bytes(kv_cache_bytes: u64) -> u64 {
+    (kv_cache_bytes / 8).min(MAX_DEFAULT_PREFIX_CACHE_BYTES)
+}
+
 fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
@@ -199,6 +211,9 @@ impl Engine {
             blocks = num_blocks,
             block_size = config.block_size,
             kv_bytes = cache.bytes(),
+            prefix_cache_bytes = config
+                .prefix_cache_bytes
+                .unwrap_or_else(|| default_prefix_cache_bytes(cache.bytes() as u64)),
             "engine started"
         );
         let (tx, rx) = mpsc::channel();

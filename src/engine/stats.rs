@@ -10,6 +10,8 @@ pub(crate) struct Counters {
     pub waiting: AtomicUsize,
     pub running: AtomicUsize,
     pub kv_blocks_used: AtomicUsize,
+    pub kv_blocks_cached: AtomicUsize,
+    pub kv_blocks_resident: AtomicUsize,
     pub kv_blocks_total: AtomicUsize,
     pub prefix_queried_tokens: AtomicU64,
     pub prefix_hit_tokens: AtomicU64,
@@ -34,6 +36,10 @@ pub struct EngineStats {
     pub waiting: usize,
     pub running: usize,
     pub kv_blocks_used: usize,
+    /// Unreferenced blocks holding cached prefixes (within the prefix-cache budget).
+    pub kv_blocks_cached: usize,
+    /// Blocks whose pages may be resident: in use, cached, or free but kept warm.
+    pub kv_blocks_resident: usize,
     pub kv_blocks_total: usize,
     pub kv_cache_bytes: u64,
     pub prefix_queried_tokens: u64,
@@ -62,6 +68,8 @@ impl Counters {
             waiting: ld(&self.waiting),
             running: ld(&self.running),
             kv_blocks_used: ld(&self.kv_blocks_used),
+            kv_blocks_cached: ld(&self.kv_blocks_cached),
+            kv_blocks_resident: ld(&self.kv_blocks_resident),
             kv_blocks_total: ld(&self.kv_blocks_total),
             kv_cache_bytes,
             prefix_queried_tokens: ld64(&self.prefix_queried_tokens),

@@ -726,4 +726,6 @@ fn the_engine_streams_token_ids_for_every_choice() {
     engine.shutdown(Duration::from_secs(5));
 }
 
+#[cfg(target_os = "linux")]
+mod memory;
 mod scoring;

@@ -117,11 +117,16 @@ pub(crate) struct StepReport {
 impl<M: CausalLm> Worker<M> {
     pub fn new(model: M, cache: KvCache, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
+        let budget = config
+            .prefix_cache_bytes
+            .unwrap_or_else(|| super::default_prefix_cache_bytes(cache.bytes() as u64));
+        let block_bytes = (cache.bytes() / cache.num_blocks()).max(1) as u64;
         let blocks = BlockManager::new(
             cache.num_blocks(),
             cache.block_size(),
             config.prefix_caching,
-        );
+        )
+        .with_cache_budget((budget / block_bytes) as usize);
         Self {
             max_batch_tokens: config.max_batch_tokens,
             max_running: config.max_running,
@@ -168,6 +173,12 @@ impl<M: CausalLm> Worker<M> {
     #[cfg(test)]
     pub fn block_manager(&self) -> &BlockManager {
         &self.blocks
+    }
+
+    /// Bytes of the KV pools resident in memory now.
+    #[cfg(all(test, target_os = "linux"))]
+    pub fn cache_resident_bytes(&self) -> usize {
+        self.cache.resident_bytes()
     }
 
     #[cfg(test)]
@@ -438,8 +449,20 @@ impl<M: CausalLm> Worker<M> {
             self.run_batch(&work);
         }
         report.tokens += self.step_embeddings();
+        self.give_back_pages();
         self.publish(t0, report.tokens > 0);
         report
+    }
+
+    /// Gives the system back the pages of blocks that turned cold this step (past the
+    /// prefix-cache budget, or free beyond the working set).
+    fn give_back_pages(&mut self) {
+        let cooled = self.blocks.take_cooled();
+        let blocks = &self.blocks;
+        if let Err(e) = self.cache.give_back(&cooled, &|b| blocks.is_cold(b)) {
+            // The pages stay resident; nothing else is wrong.
+            tracing::warn!(error = %e, "could not give KV pages back");
+        }
     }
 
     /// The scheduler's plan for this step, over views of the sequences and the free blocks.
@@ -664,6 +687,12 @@ impl<M: CausalLm> Worker<M> {
             .embed_jobs
             .store(self.embeds.len(), Ordering::Relaxed);
         counters.kv_blocks_used.store(st.used, Ordering::Relaxed);
+        counters
+            .kv_blocks_cached
+            .store(st.cached, Ordering::Relaxed);
+        counters
+            .kv_blocks_resident
+            .store(st.resident, Ordering::Relaxed);
         counters
             .prefix_queried_tokens
             .store(st.prefix_queried_tokens, Ordering::Relaxed);

@@ -14,6 +14,8 @@ use crate::kernels::{paged_attention, AttnSeq, KvElem, PagedKv, Scoring, ThreadP
 
 use super::ModelError;
 
+mod pages;
+
 /// What the model needs of a KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvShape {
@@ -127,6 +129,61 @@ impl KvCache {
         self.config.num_blocks
             * self.config.block_size
             * self.shape.bytes_per_token(self.config.dtype)
+    }
+
+    /// Bytes one block takes in one pool (one layer's K or V).
+    fn pool_block_bytes(&self) -> usize {
+        self.config.block_size
+            * self.shape.num_kv_heads
+            * self.shape.head_dim
+            * self.config.dtype.size_in_bytes()
+    }
+
+    /// Gives the pages of `blocks` back to the system where `is_cold` still says so: every
+    /// page lying wholly in cold blocks, in each layer's K and V pool. CPU pools on Linux only
+    /// (elsewhere it does nothing). A page given back reads as zeros and becomes resident again
+    /// when its block is next written; see `pages` for why no read can see the difference.
+    pub fn give_back(
+        &self,
+        blocks: &[u32],
+        is_cold: &dyn Fn(u32) -> bool,
+    ) -> Result<(), ModelError> {
+        let on_cpu = self
+            .layers
+            .first()
+            .is_some_and(|(k, _)| k.device().is_cpu());
+        if blocks.is_empty() || !on_cpu {
+            return Ok(());
+        }
+        let op = pages::GiveBack {
+            block_bytes: self.pool_block_bytes(),
+            blocks,
+            is_cold,
+        };
+        for (k, v) in &self.layers {
+            k.inplace_op1(&op)?;
+            v.inplace_op1(&op)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of every pool together resident in memory now (whole pages).
+    #[cfg(all(test, target_os = "linux"))]
+    pub(crate) fn resident_bytes(&self) -> usize {
+        fn bytes<T>(v: &[T], layout: &candle_core::Layout) -> usize {
+            let v = &v[layout.start_offset()..];
+            pages::resident_bytes(v.as_ptr() as usize, std::mem::size_of_val(v))
+        }
+        let pool = |t: &Tensor| {
+            let (store, layout) = t.storage_and_layout();
+            match &*store {
+                Storage::Cpu(CpuStorage::F16(v)) => bytes(v, layout),
+                Storage::Cpu(CpuStorage::BF16(v)) => bytes(v, layout),
+                Storage::Cpu(CpuStorage::F32(v)) => bytes(v, layout),
+                _ => 0,
+            }
+        };
+        self.layers.iter().map(|(k, v)| pool(k) + pool(v)).sum()
     }
 
     /// Slot index of position `pos` for a sequence with block table `blocks`.
@@ -259,5 +316,70 @@ impl KvCache {
         };
         paged_attention(&ThreadPool::global(), q, seqs, kv, heads, scale)
             .map_err(|e| ModelError::InvalidBatch(e.to_string()))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Pools over 32 MiB, glibc's largest mmap threshold, so they come from fresh zero pages
+    /// (a smaller calloc may reuse dirty heap memory and zero it, making it resident).
+    #[test]
+    fn given_back_blocks_leave_memory_and_read_as_written_once_rewritten() {
+        let shape = KvShape {
+            num_layers: 2,
+            num_kv_heads: 4,
+            head_dim: 64,
+        };
+        // 512 bytes per token and pool: 80Ki tokens, 40 MiB per pool, 5,120 blocks of 8 KiB.
+        let config = KvCacheConfig::for_tokens(80 * 1024, 16, DType::F16);
+        let cache = KvCache::new(shape, config, &Device::Cpu).unwrap();
+        let page = pages::page_size();
+        let slack = 4 * 2 * page;
+        assert!(
+            cache.resident_bytes() <= slack,
+            "a new pool is not resident"
+        );
+        // Write the first 256 blocks of every pool: 8 MiB in all.
+        let blocks: Vec<u32> = (0..256).collect();
+        let written = 256 * 16 * shape.bytes_per_token(DType::F16);
+        let kv = Tensor::ones((256 * 16, 4, 64), DType::F32, &Device::Cpu).unwrap();
+        for layer in 0..2 {
+            cache.write(layer, &blocks, 0, &kv, &kv).unwrap();
+        }
+        let before = cache.resident_bytes();
+        assert!(
+            before >= written && before <= written + slack,
+            "{before} resident"
+        );
+        // The first half goes cold; a block reported but taken again since stays.
+        let cold = |b: u32| b < 128 && b != 3;
+        cache.give_back(&blocks[..129], &cold).unwrap();
+        let after = cache.resident_bytes();
+        let block = written / 256;
+        let want = written / 2 + block;
+        assert!(
+            after >= want && after <= want + 2 * slack,
+            "{after} resident, want {want}"
+        );
+        // A given-back block reads as zeros (block 10: its pages lie wholly in cold blocks);
+        // block 3 kept its values.
+        let slot = |b: usize| Tensor::new(&[(b * 16) as u32], &Device::Cpu).unwrap();
+        let sum = |b: usize| {
+            let (k, _) = cache.gather(0, &slot(b)).unwrap();
+            k.to_dtype(DType::F32)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert_eq!(sum(10), 0.0);
+        assert_eq!(sum(3), 256.0);
+        // Written again, it holds the new values.
+        let one = Tensor::ones((16, 4, 64), DType::F32, &Device::Cpu).unwrap();
+        cache.write(0, &[10], 0, &one, &one).unwrap();
+        assert_eq!(sum(10), 256.0);
     }
 }

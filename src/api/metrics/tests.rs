@@ -132,6 +132,8 @@ fn a_scrape_copies_the_engine_figures() {
         running: 3,
         waiting: 2,
         kv_blocks_used: 16,
+        kv_blocks_cached: 5,
+        kv_blocks_resident: 37,
         kv_blocks_total: 64,
         prefix_queried_tokens: 100,
         prefix_hit_tokens: 40,
@@ -151,6 +153,8 @@ fn a_scrape_copies_the_engine_figures() {
         ("wick_requests_running".into(), 3.0),
         ("wick_kv_blocks_used".into(), 16.0),
         ("wick_kv_blocks_total".into(), 64.0),
+        ("wick_kv_blocks_cached".into(), 5.0),
+        ("wick_kv_blocks_resident".into(), 37.0),
         ("wick_cancellations_total".into(), 4.0),
     ] {
         assert_eq!(value(&text, &series), Some(v), "{series} in {text}");
