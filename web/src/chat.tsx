@@ -187,7 +187,7 @@ export function Chat(props: { onAuth: () => void }) {
           </button>
         </div>
         <SettingsPanel s={settings} models={modelIds} onChange={setSettings} />
-        <div class="min-h-0 flex-1 space-y-3 overflow-y-auto p-3" aria-live="polite" data-testid="messages" onClick={onCopyClick}>
+        <div class="min-h-0 flex-1 space-y-3 overflow-y-auto p-3" aria-live="polite" data-testid="messages" tabIndex={0} onClick={onCopyClick}>
           {msgs.length === 0 && <p class="text-slate-600 dark:text-slate-300">Ask something to start a conversation.</p>}
           {msgs.map((m) => (
             <Message key={m.key} m={m} actions={actions(m)} />

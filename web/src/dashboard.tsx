@@ -158,7 +158,7 @@ export function Dashboard(props: { onAuth: () => void }) {
   const col = (f: (p: Point) => number | null) => points.map(f);
   const t = col((p) => p.t);
   return (
-    <div class="h-full overflow-y-auto p-3">
+    <div class="h-full overflow-y-auto p-3" tabIndex={0} aria-label="Dashboard">
       <h1 class="mb-2 text-lg font-semibold">Dashboard</h1>
       {err && <p role="alert" class="text-sm text-red-700 dark:text-red-300">Metrics: {err}</p>}
       <p class="mb-2 text-sm" data-testid="generated-total">

@@ -97,7 +97,7 @@ describe("an open server", () => {
     assert.equal(await reply.getAttribute("data-status"), "done");
     assert.match(await reply.getByTestId("figures").innerText(), /\d+ tokens · TTFT \d+ ms · [\d.]+ tok\/s/);
     // The conversation is listed under its first words.
-    await waitFor("the list", () => page.getByRole("button", { name: /Write a short story/ }).count());
+    await waitFor("the list", () => page.getByRole("button", { name: /^Write a short story/ }).count());
     if (SHOTS) await page.screenshot({ path: join(ROOT, "docs/screenshot-chat.png") });
     assert.deepEqual(problems, []);
     await ctx.close();
@@ -108,7 +108,7 @@ describe("an open server", () => {
       const { ctx, page } = await newPage(browser);
       await page.goto(server.url);
       if (!fresh) await page.reload();
-      const item = page.getByRole("button", { name: /Write a short story about a cat/ });
+      const item = page.getByRole("button", { name: /^Write a short story about a cat/ });
       await waitFor("the stored conversation", () => item.count());
       await item.click();
       await waitFor("its messages", async () => (await page.locator("article").count()) === 2);
