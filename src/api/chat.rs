@@ -52,14 +52,14 @@ pub async fn handle(
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
-    let served = state.served()?;
+    let served = state.served_for(req.common.model.as_deref()).await?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.chat(req)).await?;
     if let Some(Extension(note)) = &note {
         note.update(|r| r.max_tokens = Some(valid.request.max_tokens));
     }
     let meta = Meta {
-        header: state.header(format!("chatcmpl-{}", rid.0), "chat.completion.chunk"),
+        header: served.header(format!("chatcmpl-{}", rid.0), "chat.completion.chunk"),
         tokenizer: served.validator.tokenizer().clone(),
         reply: valid.reply,
         prompt_tokens: valid.request.prompt.len(),

@@ -118,7 +118,7 @@ pub async fn connect(
     budget: Option<Extension<Budget>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(e) = state.served() {
+    if let Err(e) = state.readiness() {
         return e.into_response();
     }
     let caller = Caller::of(key.as_ref().map(|k| &k.0), budget.map(|b| b.0), None);
