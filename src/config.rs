@@ -1,5 +1,5 @@
 //! Command-line groups shared by the commands, and their validation: `ModelArgs` (which model,
-//! which device), `EngineArgs` -> `EngineConfig`, `ServerArgs` (the HTTP listener),
+//! which device), `ServeModelArgs` (`wick serve`'s several models), `EngineArgs` -> `EngineConfig`, `ServerArgs` (the HTTP listener),
 //! `SamplingArgs` -> `SamplingParams` and `KvDtypeArg`; `ServerArgs::auth` -> the API keys,
 //! `ServerArgs::data_dir` -> where `wick.db` lives. Every flag has a doc line that
 //! `--help` shows; the engine and server flags also have a `WICK_` environment variable.
@@ -9,8 +9,11 @@ use candle_core::DType;
 use clap::Args;
 
 use crate::api::auth::{ApiKeys, AuthConfig};
+
+mod serve_models;
 use crate::engine::EngineConfig;
 use crate::sampling::SamplingParams;
+pub use serve_models::{ServeModelArgs, ServedModels};
 
 /// The embedded default model: the small test model `scripts/fetch-test-model.sh` fetches.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -35,7 +38,8 @@ pub struct ServerArgs {
     /// Port to bind.
     #[arg(long, env = "WICK_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// The model name requests must use (default: the --model value).
+    /// The name requests use for the first --model when it is a bare path or id (default: the
+    /// --model value).
     #[arg(long, env = "WICK_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
     /// Largest request body in bytes (413 past it).

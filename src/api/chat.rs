@@ -15,8 +15,7 @@ use super::limits::{self, Budget};
 use super::metrics::ResponseRecorder;
 use super::openai::*;
 use super::stream::{self, Deadline, Endpoint, Meta, StreamError, UsageCount};
-use super::tool_parse::ParsedCall;
-use super::{logprobs, AppState, RequestId};
+use super::{logprobs, AppState};
 use crate::engine::{Event, Token};
 use crate::tokenizer::Tokenizer;
 
@@ -51,14 +50,14 @@ pub async fn handle(
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
-    let served = state.served()?;
+    let served = state.served_for(req.common.model.as_deref()).await?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.chat(req)).await?;
     if let Some(Extension(note)) = &note {
         note.update(|r| r.max_tokens = Some(valid.request.max_tokens));
     }
     let meta = Meta {
-        header: state.header(super::response_id("chatcmpl-"), "chat.completion.chunk"),
+        header: served.header(super::response_id("chatcmpl-"), "chat.completion.chunk"),
         tokenizer: served.validator.tokenizer().clone(),
         reply: valid.reply,
         prompt_tokens: valid.request.prompt.len(),

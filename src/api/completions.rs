@@ -51,7 +51,7 @@ pub async fn handle(
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
-    let served = state.served()?;
+    let served = state.served_for(req.common.model.as_deref()).await?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.completion(req)).await?;
     let n = valid.prompts.first().map_or(1, |p| p.request.n);
@@ -61,7 +61,7 @@ pub async fn handle(
         note.update(|r| r.max_tokens = Some(p.request.max_tokens));
     }
     let meta = Meta {
-        header: state.header(super::response_id("cmpl-"), "text_completion"),
+        header: served.header(super::response_id("cmpl-"), "text_completion"),
         tokenizer: served.validator.tokenizer().clone(),
         reply: valid.reply,
         prompt_tokens: valid.prompts.iter().map(|p| p.request.prompt.len()).sum(),

@@ -37,7 +37,7 @@ pub async fn handle(
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
 ) -> Result<Json<EmbeddingResponse>, ApiError> {
     let limit = state.options().request_timeout;
-    let served = state.served()?;
+    let served = state.served_for(req.model.as_deref()).await?;
     let validator = served.validator.clone();
     let valid = super::blocking(move || validator.embeddings(&req)).await?;
     let size = valid.inputs.iter().map(Vec::len).sum();
@@ -71,7 +71,7 @@ pub async fn handle(
     Ok(Json(EmbeddingResponse {
         object: "list",
         data,
-        model: state.model_name().to_string(),
+        model: served.name().to_string(),
         usage: EmbeddingUsage {
             prompt_tokens: tokens,
             total_tokens: tokens,

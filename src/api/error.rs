@@ -34,8 +34,9 @@ pub enum ApiError {
     /// A valid key without the right for this route (an admin route, a non-admin key).
     #[error("{0}")]
     Forbidden(String),
-    /// The request names a model this server does not serve.
-    #[error("the model `{0}` does not exist")]
+    /// The request names a model this server does not serve; the message (see
+    /// [`ApiError::model_not_found`]) names the served ones.
+    #[error("{0}")]
     ModelNotFound(String),
     /// A stored object (a response, a conversation) the caller's key has none of; `param`
     /// names the field that named it, `code` is OpenAI's for it.
@@ -79,6 +80,14 @@ impl ApiError {
             message: message.into(),
             param: param.map(str::to_string),
         }
+    }
+
+    /// 404 `model_not_found` for `model`, naming the `served` ones.
+    pub fn model_not_found(model: &str, served: &[String]) -> Self {
+        ApiError::ModelNotFound(format!(
+            "the model `{model}` does not exist; this server serves: {}",
+            served.join(", ")
+        ))
     }
 
     /// THE table: status, error type, code.

@@ -1,4 +1,5 @@
-//! `GET /health` and `GET /health/ready`: 200 when ready, 503 while loading or draining;
+//! `GET /health` and `GET /health/ready`: 200 when ready (the default model has loaded), 503
+//! while it first loads or while draining;
 //! `GET /health/live`: 200 whenever the process answers. All public (see `auth`). Handlers on
 //! the HTTP tasks.
 
@@ -27,7 +28,8 @@ pub async fn live() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
 
-/// Readiness: the model is loaded and the server is not draining.
+/// Readiness: the default model has loaded (an LRU unload since does not count: it reloads on
+/// use) and the server is not draining.
 #[utoipa::path(
     get, path = "/health", operation_id = "health", tag = "operations",
     responses(
@@ -36,7 +38,7 @@ pub async fn live() -> Json<HealthStatus> {
     ),
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthStatus>) {
-    match state.served() {
+    match state.readiness() {
         Ok(_) => (StatusCode::OK, Json(HealthStatus { status: "ok" })),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,7 +11,8 @@
 //!
 //! Layers, each using only those before it: `openai` (wire types) -> `validate` ->
 //! `stop`, `tool_parse`, `logprobs` -> `choice_text` -> `stream` -> the route files ->
-//! this router. `error`, `state` and `metrics` are shared by all (`stream` records into
+//! this router. `error`, `state` (with `registry`: the served models, loaded on use) and
+//! `metrics` are shared by all (`stream` records into
 //! `metrics`; the router serves it); `auth`, `limits` and `access` are middlewares of the
 //! router (handlers reserve tokens with [`limits::reserve`]; `access` also queues each model
 //! request's usage row, and `usage` serves their totals). [`routes`] is the one list of
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod openapi;
+pub mod registry;
 pub mod responses;
 mod serve;
 mod state;

@@ -1,5 +1,5 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: the one served model. Handlers on the HTTP
-//! tasks.
+//! `GET /v1/models` and `GET /v1/models/{id}`: every served model, with its state beside
+//! OpenAI's fields (loading nothing). Handlers on the HTTP tasks.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -9,9 +9,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
+use super::registry::{ModelState, ModelStatus};
 use super::AppState;
 
-/// The served model, as OpenAI's model object with vLLM's `max_model_len`.
+/// A served model, as OpenAI's model object with vLLM's `max_model_len` and wick's `state`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelCard {
     /// The served name (`--served-model-name`).
@@ -21,9 +22,14 @@ pub struct ModelCard {
     pub created: u64,
     #[schema(value_type = String)]
     pub owned_by: &'static str,
-    /// The context length; null while the model loads.
+    /// The context length; null unless the model is loaded.
     #[schema(required = true)]
     pub max_model_len: Option<usize>,
+    /// `loaded`, `loading`, `unloading` (its last requests finishing) or `unloaded` (it loads
+    /// on its first request).
+    pub state: ModelState,
+    /// Requests that omit `model` get this one.
+    pub default: bool,
 }
 
 /// `GET /v1/models`.
@@ -34,29 +40,32 @@ pub struct ModelList {
     pub data: Vec<ModelCard>,
 }
 
-fn card(state: &AppState) -> ModelCard {
+fn card(state: &AppState, m: ModelStatus) -> ModelCard {
     ModelCard {
-        id: state.model_name().to_string(),
+        default: m.name == state.model_name(),
+        id: m.name,
         object: "model",
         created: state.created(),
         owned_by: "wick",
-        max_model_len: state.served().ok().map(|s| s.engine.limits().max_context),
+        max_model_len: m.max_context,
+        state: m.state,
     }
 }
 
-/// The served model (also while it loads).
+/// Every served model, the default first, whatever its state.
 #[utoipa::path(
     get, path = "/v1/models", operation_id = "list_models", tag = "openai",
-    responses((status = 200, description = "The served model.", body = ModelList)),
+    responses((status = 200, description = "The served models.", body = ModelList)),
 )]
 pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    let data = state.registry().statuses();
     Json(ModelList {
         object: "list",
-        data: vec![card(&state)],
+        data: data.into_iter().map(|m| card(&state, m)).collect(),
     })
 }
 
-/// The served model by its name; any other name is a 404.
+/// A served model by its name; any other name is a 404 naming the served ones.
 #[utoipa::path(
     get, path = "/v1/models/{id}", operation_id = "retrieve_model", tag = "openai",
     params(("id" = String, Path, description = "The served model name (may contain `/`).")),
@@ -76,8 +85,13 @@ pub async fn get_one(
         Ok(Path(id)) => id,
         Err(e) => return ApiError::invalid(format!("the model id: {e}"), None).into_response(),
     };
-    if id != state.model_name() {
-        return ApiError::ModelNotFound(id).into_response();
+    let status = state
+        .registry()
+        .statuses()
+        .into_iter()
+        .find(|m| m.name == id);
+    match status {
+        Some(m) => Json(card(&state, m)).into_response(),
+        None => ApiError::model_not_found(&id, &state.registry().names()).into_response(),
     }
-    Json(card(&state)).into_response()
 }

@@ -1,10 +1,10 @@
-//! [`AppState`], shared by every handler: the served model name, readiness, draining, the HTTP
-//! options (the API keys and the usage log among them), the server's own [`Metrics`], the
-//! keys' [`Limiters`], and once loaded the [`Served`] model (its engine and its request
-//! [`Validator`]).
+//! [`AppState`], shared by every handler: the served models ([`Registry`]: each one's
+//! [`Served`], its engine and its request [`Validator`], once loaded), readiness, draining,
+//! the HTTP options (the API keys and the usage log among them), the server's own
+//! [`Metrics`] and the keys' [`Limiters`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::auth::AuthConfig;
@@ -12,17 +12,24 @@ use super::error::ApiError;
 use super::limits::Limiters;
 use super::metrics::Metrics;
 use super::openai::ResponseHeader;
+use super::registry::Registry;
 use super::validate::Validator;
 use crate::engine::EngineHandle;
 use crate::store::{ResponseStore, UsageLog};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
-/// The loaded model, once it is ready.
+/// A loaded model. Handlers hold it as an `Arc` while they use it; an unload waits until
+/// every one has let go.
 pub struct Served {
     pub engine: EngineHandle,
     /// Validates requests against the engine's limits, with the model's tokenizer and chat
     /// template; moved (as an `Arc`) onto the blocking thread that validates a request.
     pub validator: Arc<Validator>,
+    /// The name requests use for it (set by the registry).
+    pub(super) name: String,
+    /// Dropped with the last `Arc<Served>`: tells the registry's unload that no handler still
+    /// holds the model.
+    pub(super) released: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Served {
@@ -48,7 +55,30 @@ impl Served {
         Self {
             engine,
             validator: Arc::new(validator),
+            name: String::new(),
+            released: None,
         }
+    }
+
+    /// The name requests use for this model.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The header fields of a response (or chunk) `id` of type `object` from this model,
+    /// created now.
+    pub fn header(&self, id: String, object: &'static str) -> ResponseHeader {
+        header(&self.name, id, object)
+    }
+}
+
+fn header(model: &str, id: String, object: &'static str) -> ResponseHeader {
+    ResponseHeader {
+        id,
+        object,
+        created: unix_now(),
+        model: model.to_string(),
+        system_fingerprint: format!("fp_wick_{}", env!("CARGO_PKG_VERSION")),
     }
 }
 
@@ -94,9 +124,8 @@ impl Default for HttpOptions {
 }
 
 struct Inner {
-    /// The name requests must use in `model`.
-    model_name: String,
-    served: OnceLock<Served>,
+    /// The served models, by the names requests use in `model`.
+    registry: Registry,
     draining: AtomicBool,
     options: HttpOptions,
     created: u64,
@@ -118,7 +147,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A server for `model_name`, open to all (no API key), not ready until
+    /// A server for the one model `model_name`, open to all (no API key), not ready until
     /// [`AppState::set_ready`].
     pub fn new(model_name: impl Into<String>, max_body_bytes: usize) -> Self {
         let options = HttpOptions {
@@ -144,14 +173,17 @@ impl AppState {
 
     /// [`AppState::new`] with every HTTP option.
     pub fn with_options(model_name: impl Into<String>, options: HttpOptions) -> Self {
-        let model_name = model_name.into();
+        Self::with_registry(Registry::single(model_name), options)
+    }
+
+    /// A server for `registry`'s models (the metrics are labelled with the default's name).
+    pub fn with_registry(registry: Registry, options: HttpOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
-                metrics: Arc::new(Metrics::new(&model_name)),
+                metrics: Arc::new(Metrics::new(registry.default_name())),
                 limiters: Limiters::new(&options.auth.keys),
                 background: super::responses::Running::default(),
-                model_name,
-                served: OnceLock::new(),
+                registry,
                 draining: AtomicBool::new(false),
                 closing: tokio::sync::watch::Sender::new(false),
                 options,
@@ -172,9 +204,14 @@ impl AppState {
             .map(|t| Instant::now() + t)
     }
 
-    /// The model has loaded: start serving. A second call is ignored.
+    /// The default model has loaded: start serving. A second call is ignored.
     pub fn set_ready(&self, served: Served) {
-        let _ = self.inner.served.set(served);
+        self.inner.registry.install(served);
+    }
+
+    /// The served models.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     /// Stop admitting requests: everything but in-flight streams gets 503.
@@ -193,8 +230,9 @@ impl AppState {
         self.inner.closing.closed().await;
     }
 
+    /// The default model's name.
     pub fn model_name(&self) -> &str {
-        &self.inner.model_name
+        self.inner.registry.default_name()
     }
 
     /// When the server started (the model card's `created`).
@@ -231,36 +269,51 @@ impl AppState {
         self.inner.options.responses.as_ref()
     }
 
-    /// The model, or 503 while loading or draining.
-    pub fn served(&self) -> Result<&Served, ApiError> {
+    /// The model a request names (`None`: the default): 404 `model_not_found` naming the
+    /// served ones for an unknown name, 503 while draining; loads it on first use and waits
+    /// while it loads (503 with Retry-After past the load timeout).
+    pub async fn served_for(&self, model: Option<&str>) -> Result<Arc<Served>, ApiError> {
         if self.inner.draining.load(Ordering::SeqCst) {
             return Err(ApiError::Draining);
         }
-        self.inner.served.get().ok_or(ApiError::Loading)
+        self.inner.registry.get(model).await
     }
 
-    /// The engine, whatever the state (for shutdown and tests).
-    pub fn engine(&self) -> Option<&EngineHandle> {
-        self.inner.served.get().map(|s| &s.engine)
+    /// The default model if it is loaded now, or 503 while loading or draining; never waits
+    /// (prefer [`AppState::served_for`] with the request's `model`).
+    pub fn served(&self) -> Result<Arc<Served>, ApiError> {
+        if self.inner.draining.load(Ordering::SeqCst) {
+            return Err(ApiError::Draining);
+        }
+        self.inner.registry.default_now()
     }
 
-    /// 404 unless `model` is absent or the served name.
+    /// Ready: the default model has loaded (it reloads on use if it was unloaded since) and the
+    /// server is not draining; else why not, as an error.
+    pub fn readiness(&self) -> Result<(), ApiError> {
+        if self.inner.draining.load(Ordering::SeqCst) {
+            return Err(ApiError::Draining);
+        }
+        match self.inner.registry.started() {
+            true => Ok(()),
+            false => Err(ApiError::Loading),
+        }
+    }
+
+    /// The default model's engine, if it is loaded (metrics, tests).
+    pub fn engine(&self) -> Option<EngineHandle> {
+        self.inner.registry.default_engine()
+    }
+
+    /// 404 unless `model` is absent or a served name.
     pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
-        match model {
-            Some(m) if m != self.inner.model_name => Err(ApiError::ModelNotFound(m.to_string())),
-            _ => Ok(()),
-        }
+        self.inner.registry.check(model)
     }
 
-    /// The header fields of a response (or chunk) `id` of type `object`, created now.
+    /// The header fields of a response (or chunk) `id` of type `object` from the default
+    /// model, created now (see [`Served::header`] for the request's own model).
     pub fn header(&self, id: String, object: &'static str) -> ResponseHeader {
-        ResponseHeader {
-            id,
-            object,
-            created: unix_now(),
-            model: self.inner.model_name.clone(),
-            system_fingerprint: format!("fp_wick_{}", env!("CARGO_PKG_VERSION")),
-        }
+        header(self.model_name(), id, object)
     }
 }
 

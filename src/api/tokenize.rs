@@ -231,8 +231,9 @@ pub async fn tokenize(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<TokenizeRequest>,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
+    let model = req.model.clone();
     let ask = resolve(req)?;
-    let validator = state.served()?.validator.clone();
+    let validator = state.served_for(model.as_deref()).await?.validator.clone();
     let max = validator.limits().max_context;
     let (count, tokens) = super::blocking(move || {
         let tok = validator.tokenizer();
@@ -283,7 +284,12 @@ pub async fn detokenize(
     State(state): State<AppState>,
     OpenAiJson(req): OpenAiJson<DetokenizeRequest>,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
-    let tok = state.served()?.validator.tokenizer().clone();
+    let tok = state
+        .served_for(req.model.as_deref())
+        .await?
+        .validator
+        .tokenizer()
+        .clone();
     let prompt = super::blocking(move || Ok::<_, ApiError>(tok.decode(&req.tokens, false))).await?;
     Ok(Json(DetokenizeResponse { prompt }))
 }

@@ -1,5 +1,6 @@
-//! `wick serve`: binds, answers `/health` 503 while the model loads (on a blocking thread),
-//! then serves; on SIGTERM or ctrl-c it drains: stops admitting (503), lets in-flight requests
+//! `wick serve`: binds, answers `/health` 503 while the default model loads (through the
+//! model registry, on a blocking thread; the other `--model`s load on first use), then
+//! serves; on SIGTERM or ctrl-c it drains: stops admitting (503), lets in-flight requests
 //! finish within the grace period through `EngineHandle::shutdown`, writes the queued usage
 //! rows ([`UsageWriter::finish`]), then exits.
 //!
@@ -8,6 +9,10 @@
 //! `spawn_blocking`, the model itself on the engine's worker thread, and the usage database
 //! writes on the `wick-usage` thread.
 
+mod loader;
+
+pub use loader::{source_bytes, FileLoader};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,16 +20,16 @@ use clap::Args;
 use tokio::task::JoinError;
 
 use crate::api::auth::AuthConfig;
-use crate::api::{self, AppState, HttpOptions, Served};
-use crate::config::{EngineArgs, ModelArgs, ServerArgs};
-use crate::engine::{Engine, EngineError};
-use crate::model::{device, LoadError};
+use crate::api::registry::Registry;
+use crate::api::{self, AppState, HttpOptions};
+use crate::config::{EngineArgs, ServeModelArgs, ServerArgs};
+use crate::model::device;
 use crate::store::{self, Pruner, ResponseStore, UsageLog, UsageWriter, WriterConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ServeModelArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -46,16 +51,9 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Device(#[from] device::DeviceError),
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// The blocking task that loads the model panicked or was cancelled.
-    #[error("the model loading task: {0}")]
-    LoadTask(#[source] JoinError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// The blocking task that builds the grammar compiler panicked or was cancelled.
-    #[error("building the grammar compiler: {0}")]
-    CompilerTask(#[source] JoinError),
+    /// The default model could not be loaded (the message names the model and why).
+    #[error("{0}")]
+    Load(String),
     /// The server task panicked or was cancelled.
     #[error("the server task: {0}")]
     ServerTask(#[source] JoinError),
@@ -138,11 +136,7 @@ async fn serve(
     // does: two connections migrating a new file at once would find it locked.
     let (responses, _pruner) = start_responses(&db, args.server.response_retention)?;
     let (usage, writer) = start_usage(db)?;
-    let name = args
-        .server
-        .served_model_name
-        .clone()
-        .unwrap_or_else(|| args.model.model.clone());
+    let registry = registry(args, config)?;
     let addr = format!("{}:{}", args.server.host, args.server.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -150,7 +144,7 @@ async fn serve(
             addr: addr.clone(),
             source,
         })?;
-    tracing::info!(%addr, "listening; loading the model");
+    tracing::info!(%addr, models = %registry.names().join(", "), "listening; loading the default model");
     log_auth(&auth, &listener);
     if tracer.is_some() {
         tracing::info!("exporting request traces (OTLP over HTTP)");
@@ -162,37 +156,37 @@ async fn serve(
         responses: Some(responses),
         ..http_options(&args.server)?
     };
-    let state = AppState::with_options(name, options);
+    let state = AppState::with_registry(registry.clone(), options);
     let grace = Duration::from_secs(args.server.drain_grace_secs);
     let server = tokio::spawn(api::serve(
         listener,
         state.clone(),
         drain(state.clone(), grace),
     ));
-    let (spec, dev_name) = (args.model.model.clone(), args.model.device.clone());
-    let loaded = tokio::task::spawn_blocking(move || {
-        let dev = device::parse(&dev_name)?;
-        Ok::<_, ServeError>(crate::model::load(&spec, &dev)?)
-    })
-    .await
-    .map_err(ServeError::LoadTask)??;
-    let tokenizer = Arc::new(loaded.tokenizer);
-    let engine = Engine::start(loaded.model, config)?;
-    let template = loaded.chat_template.map(Arc::new);
-    let cap = args.server.max_tokens_cap;
-    let served = tokio::task::spawn_blocking(move || {
-        Served::with_max_tokens_cap(engine, tokenizer, template, cap)
-    })
-    .await
-    .map_err(ServeError::CompilerTask)?;
-    state.set_ready(served);
-    tracing::info!(model = %loaded.name, "ready");
+    registry.load_default().await.map_err(ServeError::Load)?;
+    tracing::info!(model = %registry.default_name(), "ready");
     let served = server.await;
     // Every connection is closed: every usage row is queued. Write them before exiting.
     let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     served
         .map_err(ServeError::ServerTask)?
         .map_err(ServeError::Serve)
+}
+
+/// The served models of `args`, each loading with its own engine of `config`'s sizes.
+fn registry(args: &ServeArgs, config: crate::engine::EngineConfig) -> Result<Registry, ServeError> {
+    let served = args
+        .model
+        .resolve(args.server.served_model_name.as_deref())
+        .map_err(ServeError::Config)?;
+    let limits = args.model.limits().map_err(ServeError::Config)?;
+    let loader = FileLoader {
+        device: device::parse(&args.model.device)?,
+        engine: config,
+        max_tokens_cap: args.server.max_tokens_cap,
+    };
+    Registry::new(served.models, served.default, Arc::new(loader), limits)
+        .map_err(ServeError::Config)
 }
 
 /// `wick.db` in the data directory, created if need be: a directory that cannot be had stops
@@ -275,9 +269,8 @@ async fn drain(state: AppState, grace: Duration) {
     shutdown_signal().await;
     tracing::info!(?grace, "draining");
     state.begin_drain();
-    if let Some(engine) = state.engine().cloned() {
-        let _ = tokio::task::spawn_blocking(move || engine.shutdown(grace)).await;
-    }
+    let registry = state.registry().clone();
+    let _ = tokio::task::spawn_blocking(move || registry.shutdown(grace)).await;
 }
 
 #[cfg(test)]

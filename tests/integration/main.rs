@@ -16,6 +16,7 @@ mod hub_standin;
 mod limits;
 mod metrics;
 mod model_reference;
+mod multimodel;
 mod pull;
 mod responses;
 mod responses_ws;

@@ -165,7 +165,7 @@ pub async fn start(
     prior: Option<Vec<Json>>,
 ) -> Result<ResponseRun, ApiError> {
     let deadline = Deadline::after(state.options().request_timeout);
-    let served = state.served()?;
+    let served = state.served_for(req.model()).await?;
     let generate = req.generate != Some(false);
     if !generate {
         // The warm-up prefills the prompt; one token is the least the engine generates.
@@ -188,7 +188,10 @@ pub async fn start(
     )?;
     let id = new_id("resp_");
     let setup = StreamSetup {
-        base: base_response(state, &id, &req, conversation.clone()),
+        base: ResponseObject {
+            model: served.name().to_string(),
+            ..base_response(state, &id, &req, conversation.clone())
+        },
         tokenizer: served.validator.tokenizer().clone(),
         logprobs: prepared.valid.reply.logprobs,
         rules: prepared.valid.text.clone(),

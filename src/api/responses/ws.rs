@@ -123,7 +123,7 @@ pub async fn connect(
     slot: Option<Extension<ConnSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(e) = state.served() {
+    if let Err(e) = state.readiness() {
         return e.into_response();
     }
     let start = Responses {
