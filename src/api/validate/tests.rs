@@ -182,7 +182,8 @@ fn chat_requests_render_the_template_and_name_their_fields() {
         Reply {
             stream: true,
             include_usage: true,
-            logprobs: true
+            logprobs: true,
+            legacy_functions: false,
         }
     );
     let text = validator().tokenizer().decode(&c.request.prompt, false);
