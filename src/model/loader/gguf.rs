@@ -360,7 +360,7 @@ fn open_gguf(path: &Path) -> Result<(File, Content, Arch), LoadError> {
     let file_len = file.metadata().map_err(io)?.len();
     let content = Content::read(&mut file).map_err(|e| LoadError::Gguf {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: super::one_line(&e),
     })?;
     let meta = Meta {
         path,
