@@ -7,9 +7,11 @@
 //! vLLM's `hermes` parser use): the model writes
 //! `<tool_call>\n{"name": "f", "arguments": {...}}\n</tool_call>`, one block per call.
 
-use serde_json::{json, Value as Json};
+use serde_json::{json, Map, Value as Json};
 
 use super::ValidationError;
+
+mod refs;
 use crate::constraint::{with_compact_whitespace, Grammar};
 
 /// The tag that opens a call in the generated text.
@@ -236,12 +238,12 @@ impl Tools {
 
 /// The JSON Schema of one call: `{"name": <const>, "arguments": <parameters>}`, name first so
 /// that a stream can name the function early.
-fn call_schema(spec: &ToolSpec) -> Json {
+fn call_schema(spec: &ToolSpec, base: &str, tool: usize, defs: &mut Map<String, Json>) -> Json {
     json!({
         "type": "object",
         "properties": {
             "name": {"const": spec.name},
-            "arguments": spec.parameters,
+            "arguments": refs::hoisted(&spec.parameters, &format!("{base}/properties/arguments"), tool, defs),
         },
         "required": ["name", "arguments"],
         "additionalProperties": false,
@@ -251,10 +253,18 @@ fn call_schema(spec: &ToolSpec) -> Json {
 /// `<tool_call>\n{call}\n</tool_call>`, one to `most` times, newline separated, where `{call}`
 /// is any of `specs`' call schemas.
 fn calls_grammar(specs: &[ToolSpec], most: usize) -> Grammar {
-    let schema = match specs {
-        [one] => call_schema(one),
-        _ => json!({"anyOf": specs.iter().map(call_schema).collect::<Vec<_>>()}),
+    let mut defs = Map::new();
+    let mut schema = match specs {
+        [one] => call_schema(one, "#", 0, &mut defs),
+        _ => json!({"anyOf": specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| call_schema(s, &format!("#/anyOf/{i}"), i, &mut defs))
+            .collect::<Vec<_>>()}),
     };
+    if let (false, Some(root)) = (defs.is_empty(), schema.as_object_mut()) {
+        root.insert("$defs".into(), Json::Object(defs));
+    }
     let schema = with_compact_whitespace(schema);
     let open = serde_json::to_string(&format!("{CALL_OPEN}\n")).unwrap_or_default();
     let close = serde_json::to_string(&format!("\n{CALL_CLOSE}")).unwrap_or_default();
@@ -504,6 +514,31 @@ mod tests {
         }
         let auto = parse(Some(&tools), None).expect("ok").expect("some");
         assert!(auto.forced_grammar().is_none());
+    }
+
+    /// A nested pydantic model's parameters (`$defs` and `$ref`s) compile as a forced call,
+    /// alone and beside another tool with a `$defs` entry of the same name.
+    #[test]
+    fn forced_calls_with_nested_models_compile() {
+        let nested = |name: &str| {
+            json!({"type": "function", "function": {"name": name, "parameters": {
+                "type": "object",
+                "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}},
+                "required": ["items"],
+                "$defs": {"Item": {"type": "object", "properties": {"name": {"type": "string"}},
+                                   "required": ["name"]}},
+            }}})
+        };
+        let compiler = crate::constraint::tests::ascii_compiler(96);
+        for tools in [json!([nested("a")]), json!([nested("a"), nested("b")])] {
+            let t = parse(Some(&tools), Some(&json!("required")))
+                .expect("ok")
+                .expect("some");
+            let g = t.forced_grammar().expect("forced");
+            compiler
+                .compile(&g)
+                .unwrap_or_else(|e| panic!("{tools}: {e}"));
+        }
     }
 
     /// A byte-level compiler over printable ASCII and `\n` (id 96); id 0 ends.
