@@ -177,6 +177,8 @@ pub fn legacy_functions(req: &mut ChatCompletionRequest) -> Result<bool, Validat
         .map(|f| json!({"type": "function", "function": f}))
         .collect();
     req.tools = Some(Json::Array(tools));
+    // The legacy reply holds one call: the choice ends where its first call ends.
+    req.parallel_tool_calls = Some(false);
     req.tool_choice = match choice {
         None => None,
         Some(Json::String(s)) if s == "none" || s == "auto" => Some(Json::String(s)),
