@@ -43,7 +43,7 @@ pub enum Command {
     /// Load-test the engine in process: streamed greedy requests at several concurrency levels.
     Bench(BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Raw forward speed: prefill, decode and batched decode tok/s, as llama-bench measures.
     Speed(SpeedArgs),
     /// Usage totals per key, model or day, from the server's database (`--data-dir`).

@@ -117,7 +117,9 @@ impl ToolCallScanner {
                 }
             }
             Mode::Outside => {
-                if !buf.is_empty() && !(self.calls > 0 && buf.trim().is_empty()) {
+                // Whitespace between or after calls is no text of its own.
+                let between_calls = self.calls > 0 && buf.trim().is_empty();
+                if !buf.is_empty() && !between_calls {
                     out.push(Piece::Text(buf));
                 }
             }
