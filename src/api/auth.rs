@@ -576,10 +576,18 @@ mod tests {
             keys: ApiKeys::from_plain(&["k"]).unwrap(),
             metrics_require_key: false,
         };
-        for p in ["/health", "/health/live", "/health/ready", "/metrics"] {
+        // The web page is public (its API calls carry the key the user typed).
+        for p in [
+            "/health",
+            "/health/live",
+            "/health/ready",
+            "/metrics",
+            "/",
+            "/ui",
+        ] {
             assert!(auth.is_public(p), "{p}");
         }
-        for p in ["/v1/models", "/healthz", "/metrics/x", "/tokenize", "/"] {
+        for p in ["/v1/models", "/healthz", "/metrics/x", "/tokenize", "/uix"] {
             assert!(!auth.is_public(p), "{p}");
         }
         auth.metrics_require_key = true;

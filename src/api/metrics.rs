@@ -493,14 +493,19 @@ impl ResponseRecorder {
                 }
                 c.last = now;
                 c.tokens += 1;
+                // Counted as it is generated, so that a rate over the counter moves while a
+                // long response streams (what a dashboard's tok/s shows).
+                self.metrics.tokens(0, 1, 0);
             }
             Event::Finished { index, finish } => {
-                self.open.remove(&(source, *index));
+                let seen = self.open.remove(&(source, *index)).map_or(0, |c| c.tokens);
                 let u = &finish.usage;
                 // The prompt is every choice's: count it once per engine request.
                 let prompt = if *index == 0 { u.prompt_tokens } else { 0 };
                 let cached = if *index == 0 { u.cached_tokens } else { 0 };
-                self.metrics.tokens(prompt, u.completion_tokens, cached);
+                // The tokens not seen as events (none, or an end token) are added now.
+                let rest = u.completion_tokens.saturating_sub(seen);
+                self.metrics.tokens(prompt, rest, cached);
                 self.metrics
                     .finished(finish.reason, &finish.timings, u.completion_tokens);
                 if let Some(n) = &self.note {
@@ -520,7 +525,7 @@ impl ResponseRecorder {
             }
             Event::Failed { index, .. } => {
                 if let Some(c) = self.open.remove(&(source, *index)) {
-                    self.metrics.tokens(0, c.tokens, 0);
+                    // Its tokens were counted as they came.
                     if let Some(n) = &self.note {
                         n.update(|r| r.completion_tokens += c.tokens);
                     }
@@ -545,9 +550,9 @@ fn reason_name(reason: FinishReason) -> &'static str {
 
 impl Drop for ResponseRecorder {
     fn drop(&mut self) {
+        // The cut choices' tokens were counted as they came; the access record gets them now.
         let cut: usize = self.open.values().map(|c| c.tokens).sum();
         if cut > 0 {
-            self.metrics.tokens(0, cut, 0);
             if let Some(n) = &self.note {
                 n.update(|r| r.completion_tokens += cut);
             }
