@@ -177,6 +177,20 @@ fn resolve(req: TokenizeRequest) -> Result<Ask, ApiError> {
             tools: req.tools,
             tool_choice: req.tool_choice,
         },
+        (None, Some((_, field, _)))
+            if req.tools.as_ref().is_some_and(|t| !t.is_null())
+                || req.tool_choice.as_ref().is_some_and(|t| !t.is_null()) =>
+        {
+            let param = if req.tools.as_ref().is_some_and(|t| !t.is_null()) {
+                "tools"
+            } else {
+                "tool_choice"
+            };
+            return Err(ApiError::invalid(
+                format!("`{param}` goes with `messages`, not with `{field}`"),
+                Some(param),
+            ));
+        }
         (None, Some((text, field, default))) => Input::Text {
             text,
             field,

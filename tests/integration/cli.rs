@@ -94,7 +94,10 @@ fn a_corrupt_model_is_one_line_with_rust_backtrace_set_and_no_colour_codes() {
         .expect("wick runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("loading the default model"), "a log line: {stderr}");
+    assert!(
+        stderr.contains("loading the default model"),
+        "a log line: {stderr}"
+    );
     assert!(
         !stderr.contains('\u{1b}'),
         "colour codes in a pipe:\n{stderr}"
