@@ -29,6 +29,19 @@ const lastReply = (page) => page.locator('article[data-role="assistant"]').last(
 /** A prompt the test model answers at length (greedy: to any output limit). */
 const LONG = "Write a long essay about the history of Rome.";
 
+/** A new page whose chat is sending `LONG` with up to 1500 output tokens, greedy. */
+async function longReply(browser, url) {
+  const { ctx, page } = await newPage(browser);
+  await page.goto(url);
+  await page.locator("summary", { hasText: "Settings" }).click();
+  await page.getByLabel("Max output tokens").fill("1500");
+  // Greedy, this prompt runs to the limit on the test model (it answers "count to a
+  // thousand" in four tokens).
+  await page.getByLabel("Temperature").fill("0");
+  await send(page, LONG);
+  return { ctx, page };
+}
+
 function longRequest(url) {
   const ctl = new AbortController();
   const body = { model: MODEL_NAME, prompt: "Tell me a long story.", max_tokens: 1500, ignore_eos: true, stream: true };
@@ -123,14 +136,7 @@ describe("an open server", () => {
   });
 
   test("Stop ends the reply and the server's running gauge returns to 0", async () => {
-    const { ctx, page } = await newPage(browser);
-    await page.goto(server.url);
-    await page.locator("summary", { hasText: "Settings" }).click();
-    await page.getByLabel("Max output tokens").fill("1500");
-    // Greedy, this prompt runs to the limit on the test model (it answers "count to a
-    // thousand" in four tokens).
-    await page.getByLabel("Temperature").fill("0");
-    await send(page, LONG);
+    const { ctx, page } = await longReply(browser, server.url);
     const reply = lastReply(page);
     await waitFor("some text", async () => (await reply.innerText()).length > 20);
     assert.ok((await metric(server.url, "wick_requests_running")) >= 1);
@@ -141,14 +147,7 @@ describe("an open server", () => {
   });
 
   test("Esc stops a reply too", async () => {
-    const { ctx, page } = await newPage(browser);
-    await page.goto(server.url);
-    await page.locator("summary", { hasText: "Settings" }).click();
-    await page.getByLabel("Max output tokens").fill("1500");
-    // Greedy, this prompt runs to the limit on the test model (it answers "count to a
-    // thousand" in four tokens).
-    await page.getByLabel("Temperature").fill("0");
-    await send(page, LONG);
+    const { ctx, page } = await longReply(browser, server.url);
     const next = lastReply(page);
     await waitFor("more text", async () => (await next.innerText()).length > 20);
     await page.keyboard.press("Escape");
