@@ -166,11 +166,7 @@ impl TurnLog {
     /// A turn of `key`'s socket from `client`, starting now; its record is [`TurnLog::note`].
     pub fn begin(state: &AppState, key: Option<Arc<str>>, client: Option<SocketAddr>) -> Self {
         let path = "/v1/responses".to_string();
-        let usage = state
-            .options()
-            .usage
-            .as_ref()
-            .map(|log| (log.clone(), state.model_name().to_string()));
+        let usage = usage_for(state, &path);
         Self {
             line: Line {
                 start: Instant::now(),
@@ -241,6 +237,15 @@ impl<G: Send + Unpin + 'static> http_body::Body for Guarded<G> {
     }
 }
 
+/// Where a request on `path` sends its usage row, and the model it names: `None` off the
+/// model routes or when usage is not recorded.
+fn usage_for(state: &AppState, path: &str) -> Option<(UsageLog, String)> {
+    let log = state.options().usage.as_ref()?;
+    USAGE_ROUTES
+        .contains(&path)
+        .then(|| (log.clone(), state.model_name().to_string()))
+}
+
 /// The router's middleware: notes the request, starts its trace, and logs its line (ends the
 /// trace, queues its usage row) once its body is done. The key's name comes back from the auth
 /// middleware in the response's extensions.
@@ -264,12 +269,7 @@ pub async fn log(State(state): State<AppState>, mut req: Request, next: Next) ->
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let (method, path) = (req.method().to_string(), req.uri().path().to_string());
-    let usage = match state.options().usage.as_ref() {
-        Some(log) if USAGE_ROUTES.contains(&path.as_str()) => {
-            Some((log.clone(), state.model_name().to_string()))
-        }
-        _ => None,
-    };
+    let usage = usage_for(&state, &path);
     let resp = next.run(req).await;
     let line = Line {
         start,

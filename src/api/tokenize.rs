@@ -158,6 +158,11 @@ fn resolve(req: TokenizeRequest) -> Result<Ask, ApiError> {
         (a, b) => a.or(b),
     };
     let parse_special = req.parse_special.unwrap_or(true);
+    // The first of the chat-only fields the request sets.
+    let tool_field = [("tools", &req.tools), ("tool_choice", &req.tool_choice)]
+        .into_iter()
+        .find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null()))
+        .map(|(name, _)| name);
     let input = match (req.messages, text) {
         (Some(_), Some((_, field, _))) => {
             return Err(ApiError::invalid(
@@ -177,15 +182,8 @@ fn resolve(req: TokenizeRequest) -> Result<Ask, ApiError> {
             tools: req.tools,
             tool_choice: req.tool_choice,
         },
-        (None, Some((_, field, _)))
-            if req.tools.as_ref().is_some_and(|t| !t.is_null())
-                || req.tool_choice.as_ref().is_some_and(|t| !t.is_null()) =>
-        {
-            let param = if req.tools.as_ref().is_some_and(|t| !t.is_null()) {
-                "tools"
-            } else {
-                "tool_choice"
-            };
+        (None, Some((_, field, _))) if tool_field.is_some() => {
+            let param = tool_field.unwrap_or("tools");
             return Err(ApiError::invalid(
                 format!("`{param}` goes with `messages`, not with `{field}`"),
                 Some(param),

@@ -317,15 +317,10 @@ fn list(
     let pattern = search.filter(|s| !s.is_empty()).map(like_pattern);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut data = stmt
-        .query_map(params![owner, t, row, pattern, limit as i64 + 1], |row| {
-            Ok(Conversation {
-                id: row.get(0)?,
-                owner: row.get(1)?,
-                created_at: row.get(2)?,
-                updated_at: row.get(3)?,
-                metadata: json_column(row, 4)?,
-            })
-        })?
+        .query_map(
+            params![owner, t, row, pattern, limit as i64 + 1],
+            conversation_row,
+        )?
         .map(|c| c.map(|c| c.to_json()))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let has_more = data.len() > limit;
@@ -339,17 +334,20 @@ fn read(conn: &Connection, owner: &str, id: &str) -> rusqlite::Result<Option<Con
         "SELECT id, owner, created_at, updated_at, metadata FROM conversations
          WHERE owner = ?1 AND id = ?2",
         params![owner, id],
-        |row| {
-            Ok(Conversation {
-                id: row.get(0)?,
-                owner: row.get(1)?,
-                created_at: row.get(2)?,
-                updated_at: row.get(3)?,
-                metadata: json_column(row, 4)?,
-            })
-        },
+        conversation_row,
     )
     .optional()
+}
+
+/// A row of `SELECT id, owner, created_at, updated_at, metadata FROM conversations`.
+fn conversation_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
+    Ok(Conversation {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        created_at: row.get(2)?,
+        updated_at: row.get(3)?,
+        metadata: json_column(row, 4)?,
+    })
 }
 
 /// Appends `items` after the conversation's last item.
